@@ -1,0 +1,58 @@
+"""The default configuration: every field with a one-line comment. Experiment files under ``experiments/``
+start from ``default_config()`` and change what their row of the book changes.
+
+The config is locked: an override or an assignment to a key that does not exist is an error.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0                           # seeds init, data order (offsets, shuffles), dropout and sampling
+
+  c.data = ml_collections.ConfigDict()
+  c.data.corpus = "timemachine"        # "timemachine", "jaychou", or a path to a UTF-8 text file
+  c.data.edition = "d2l_2019"          # preprocessing + batching rules: d2l_zh1 | d2l_2019 | d2l_0x | d2l_1x | raw
+  c.data.data_dir = ""                 # directory holding the corpus files (else $LSTM_JAX_DATA_DIR, cache, download)
+  c.data.max_tokens = 10000            # keep the first N tokens for training (<= 0: all)
+  c.data.num_val_tokens = 0            # the next N tokens form a validation stream (0: none; d2l_1x: see windows)
+  c.data.sampling = "sequential"       # random | sequential (state carried across minibatches) | windows (d2l 1.x)
+  c.data.batch_size = 32               # sequences per minibatch
+  c.data.num_steps = 35                # time steps per sequence (truncated BPTT length)
+  c.data.num_train_windows = 10000     # windows sampling: training windows start at 0 .. N-1
+  c.data.num_val_windows = 5000        # windows sampling: validation windows start at N_train .. N_train+N_val-1
+
+  c.model = ml_collections.ConfigDict()
+  c.model.cell = "lstm"                # a family in lstm_jax.cells.FAMILIES
+  c.model.hidden_size = 256            # units per layer (H)
+  c.model.num_layers = 1               # stacked layers
+  c.model.embed_dim = ml_collections.config_dict.placeholder(int)  # None: one-hot inputs (the book); int: embedding
+  c.model.init_scheme = "d2l"          # d2l: N(0, 0.01) / zeros | pytorch: U(+-1/sqrt(H)) | flax: lecun/orthogonal
+  c.model.forget_bias = 0.0            # added to the forget-gate bias at init (LSTM)
+  c.model.dropout = 0.0                # dropout between stacked layers, training only
+  c.model.unroll = 1                   # lax.scan unroll factor
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"             # sgd | momentum | adam | adamw | rmsprop | adagrad
+  c.optimizer.learning_rate = 100.0    # the book's lr for clip 0.01 (update norm <= lr * clip = 1)
+  c.optimizer.clip_norm = 0.01         # global-norm clipping threshold (<= 0: no clipping)
+  c.optimizer.weight_decay = 0.0       # adamw only
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_epochs = 160             # passes over the training tokens
+  c.train.log_every_epochs = 1         # progress line (step, loss, perplexity, tokens/s) every N epochs
+  c.train.eval_every_epochs = 0        # validation perplexity every N epochs (0: only at the end)
+  c.train.generate_every_epochs = 40   # greedy samples for the prefixes every N epochs (0: only at the end)
+
+  c.generate = ml_collections.ConfigDict()
+  c.generate.prefixes = ("traveller", "time traveller")  # the book's prefixes for this corpus
+  c.generate.num_tokens = 50           # tokens generated after each prefix
+  return c
+
+
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  config.lock()
+  return config

@@ -1,0 +1,1 @@
+"""Corpora (files, checksums, edition preprocessing), vocabularies and minibatch iterators."""

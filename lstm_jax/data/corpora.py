@@ -1,0 +1,179 @@
+"""Corpus files and the book's preprocessing.
+
+Resolution order for a named corpus (``timemachine``, ``jaychou``):
+1. the directory given by ``config.data.data_dir`` (``--config.data.data_dir=DIR``);
+2. the directory in the environment variable ``LSTM_JAX_DATA_DIR``;
+3. the download cache ``$LSTM_JAX_CACHE`` (default ``~/.cache/lstm_jax``);
+4. a download from the canonical URL into that cache (skipped when ``LSTM_JAX_OFFLINE=1``).
+Every copy of a named corpus, wherever found, must match its SHA-1. Any other value of ``corpus`` is a path to a
+plain-text file (UTF-8), read as is.
+
+Editions (``config.data.edition``), each the preprocessing of one era of *Dive into Deep Learning*:
+- ``d2l_zh1``:  ``\\n``/``\\r`` -> space, first ``max_tokens`` characters, vocab = distinct characters (no ``<unk>``).
+                d2l-zh 1.x; the Jay Chou lyrics (vocab 1027).
+- ``d2l_2019``: as ``d2l_zh1`` but lowercased (early-2019 d2l-en; the Time Machine gives vocab 43).
+- ``d2l_0x``:   per line ``[^A-Za-z]+`` -> space, strip, lowercase; lines joined without a separator; vocab of the
+                whole book by frequency with ``<unk>`` = 0 (28 tokens); first ``max_tokens`` tokens (d2l 0.14.4+).
+- ``d2l_1x``:   whole text ``[^A-Za-z]+`` -> space, lowercase; vocab ``sorted({<unk>} | chars)`` (28); the
+                stream is kept whole (d2l 1.x cuts it into windows, see ``batching``).
+- ``raw``:      the text unchanged; vocab = sorted distinct characters plus ``<unk>``.
+The set-ordered vocabularies of the book (``d2l_zh1``, ``d2l_2019``) are made deterministic by sorting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import pathlib
+import re
+import urllib.request
+import zipfile
+
+import numpy as np
+
+from lstm_jax.data import vocab as vocab_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusFile:
+  filename: str
+  url: str
+  sha1: str
+  member: str | None = None  # the text file inside a zip archive
+
+
+KNOWN_CORPORA = {
+    "timemachine": CorpusFile(
+        "timemachine.txt", "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
+        "090b5e7e70c295757f55df93cb0a180b9691891a"),
+    "jaychou": CorpusFile(
+        "jaychou_lyrics.txt.zip",
+        "https://raw.githubusercontent.com/d2l-ai/d2l-zh/v1.0.0/data/jaychou_lyrics.txt.zip",
+        "9529987e701a4f37048ab778270a5dde9a762a0b", member="jaychou_lyrics.txt"),
+}
+EDITIONS = ("d2l_zh1", "d2l_2019", "d2l_0x", "d2l_1x", "raw")
+
+
+class CorpusError(RuntimeError):
+  """A corpus could not be found, downloaded or verified; the message says how to supply it."""
+
+
+def sha1_of(path: pathlib.Path) -> str:
+  return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def cache_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("LSTM_JAX_CACHE", pathlib.Path.home() / ".cache" / "lstm_jax"))
+
+
+def _verified(path: pathlib.Path, spec: CorpusFile) -> pathlib.Path:
+  actual = sha1_of(path)
+  if actual != spec.sha1:
+    raise CorpusError(
+        f"Checksum mismatch for {path}: SHA-1 {actual}, expected {spec.sha1}. The file is corrupt or a different "
+        f"version; delete it and supply the original (download {spec.url}).")
+  return path
+
+
+def resolve(name: str, data_dir: str | None = None) -> pathlib.Path:
+  """Finds (or downloads) the file of a named corpus and verifies its SHA-1; returns its path."""
+  spec = KNOWN_CORPORA[name]
+  searched = []
+  for directory in (data_dir, os.environ.get("LSTM_JAX_DATA_DIR"), cache_dir()):
+    if not directory:
+      continue
+    candidate = pathlib.Path(directory) / spec.filename
+    searched.append(str(candidate))
+    if candidate.is_file():
+      return _verified(candidate, spec)
+  target = cache_dir() / spec.filename
+  how = (f"Put {spec.filename} (SHA-1 {spec.sha1}, from {spec.url}) in a directory and pass it with "
+         f"--config.data.data_dir=DIR or the environment variable LSTM_JAX_DATA_DIR.")
+  if os.environ.get("LSTM_JAX_OFFLINE") == "1":
+    raise CorpusError(f"Corpus {name!r} not found; looked in: {', '.join(searched)}; downloads are off "
+                      f"(LSTM_JAX_OFFLINE=1). {how}")
+  try:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(spec.url, timeout=30) as response:
+      payload = response.read()
+  except OSError as e:
+    raise CorpusError(f"Corpus {name!r} not found (looked in: {', '.join(searched)}) and the download from "
+                      f"{spec.url} failed: {e}. {how}") from e
+  partial = target.with_suffix(target.suffix + ".part")
+  partial.write_bytes(payload)
+  try:
+    _verified(partial, spec)
+  except CorpusError:
+    partial.unlink()
+    raise
+  partial.replace(target)
+  return target
+
+
+def read_text(corpus: str, data_dir: str | None = None) -> str:
+  """The raw text of a named corpus, or of a UTF-8 file at the path ``corpus``."""
+  if corpus in KNOWN_CORPORA:
+    spec = KNOWN_CORPORA[corpus]
+    path = resolve(corpus, data_dir)
+    if spec.member:
+      with zipfile.ZipFile(path) as archive:
+        return archive.read(spec.member).decode("utf-8")
+    return path.read_text(encoding="utf-8")
+  path = pathlib.Path(corpus).expanduser()
+  if not path.is_file():
+    raise CorpusError(f"Corpus {corpus!r} is neither a known corpus ({sorted(KNOWN_CORPORA)}) nor a readable "
+                      f"file. Set --config.data.corpus to one of those names or to a path to a UTF-8 text file.")
+  return path.read_text(encoding="utf-8")
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  """A preprocessed corpus: vocabulary, training ids ``[n]`` and (possibly empty) validation ids ``[m]``."""
+  vocab: vocab_lib.Vocab
+  train_ids: np.ndarray
+  val_ids: np.ndarray
+
+
+_NON_LETTERS = re.compile(r"[^A-Za-z]+")
+
+
+def preprocess(text: str, edition: str, max_tokens: int = 10000, num_val_tokens: int = 0) -> Corpus:
+  """Applies an edition's preprocessing (see the module docstring). ``max_tokens <= 0`` keeps every token.
+
+  ``num_val_tokens``: the tokens after the training ones form a validation stream (editions other than
+  ``d2l_1x``, whose validation windows are defined by its batching). Validation characters outside a
+  vocabulary without ``<unk>`` are dropped.
+  """
+  limit = max_tokens if max_tokens > 0 else None
+  if edition in ("d2l_zh1", "d2l_2019"):
+    chars = text.replace("\n", " ").replace("\r", " ")
+    if edition == "d2l_2019":
+      chars = chars.lower()
+    train = chars[:limit]
+    vocab = vocab_lib.sorted_vocab(train, with_unk=False)
+    val = "" if limit is None else chars[limit:limit + num_val_tokens]
+    val = "".join(c for c in val if c in vocab.index)
+  elif edition == "d2l_0x":
+    chars = "".join(_NON_LETTERS.sub(" ", line).strip().lower() for line in text.splitlines())
+    vocab = vocab_lib.frequency_vocab(chars)
+    train = chars[:limit]
+    val = "" if limit is None else chars[limit:limit + num_val_tokens]
+  elif edition == "d2l_1x":
+    chars = _NON_LETTERS.sub(" ", text).lower()
+    vocab = vocab_lib.sorted_vocab(chars, with_unk=True)
+    train, val = chars, ""
+  elif edition == "raw":
+    vocab = vocab_lib.sorted_vocab(text, with_unk=True)
+    train = text[:limit]
+    val = "" if limit is None else text[limit:limit + num_val_tokens]
+  else:
+    raise ValueError(f"Unknown edition {edition!r}; choose one of {EDITIONS} (--config.data.edition=NAME).")
+  return Corpus(vocab, vocab.encode(train), vocab.encode(val))
+
+
+def load(data_config) -> Corpus:
+  """Reads and preprocesses the corpus a ``config.data`` section names."""
+  text = read_text(data_config.corpus, data_config.get("data_dir") or None)
+  return preprocess(text, data_config.edition, data_config.max_tokens, data_config.num_val_tokens)

@@ -1,0 +1,31 @@
+"""Entry point: ``python -m lstm_jax.main --config experiments/timemachine_lstm.py --workdir runs/tm``.
+
+Any config field can be overridden with ``--config.section.field=value``; unknown fields are an error.
+"""
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, config.json and checkpoints.")
+config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:variant]).",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from lstm_jax import train  # after flag parsing, so --help is fast
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+  summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  print(f"final training perplexity {summary['train_perplexity']:.4f}"
+        + (f", validation perplexity {summary['val_perplexity']:.4f}" if "val_perplexity" in summary else "")
+        + f", wall time {summary['wall_time_sec']:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,106 @@
+"""A character (or word) language model: input encoding -> stacked recurrent layers -> dense output layer.
+
+Parameters are a pytree::
+
+    {"embed": [V, E]            (only when ``embed_dim`` is set; otherwise inputs are one-hot),
+     "layers": ({"W_x": [in, G*H], "W_h": [H, G*H], "b": [G*H]}, ...),   one dict per layer
+     "head": {"W": [H, V], "b": [V]}}
+
+One-hot inputs, as in every edition of D2L, are never materialised: ``one_hot(tokens) @ W_x`` equals the row
+gather ``W_x[tokens]``, which is what the first layer's hoisted input projection computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import cells
+from lstm_jax.cells import initializers
+
+Carry = tuple[Any, ...]  # one carry per layer
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModel:
+  """Static description of the model; ``init`` and ``apply`` are pure functions of params and inputs."""
+  vocab_size: int
+  hidden_size: int = 256
+  num_layers: int = 1
+  cell: str = "lstm"            # a name in lstm_jax.cells.FAMILIES
+  embed_dim: int | None = None  # None: one-hot inputs (D2L); an int: a learned embedding of that width
+  init_scheme: str = "d2l"      # see lstm_jax.cells.initializers
+  forget_bias: float = 0.0      # added to the LSTM forget-gate bias at init
+  dropout: float = 0.0          # dropout rate between stacked layers (training only)
+  unroll: int = 1               # lax.scan unroll factor
+
+  @property
+  def family(self):
+    return cells.get_family(self.cell)
+
+  def init(self, key: jax.Array) -> dict[str, Any]:
+    keys = jax.random.split(key, self.num_layers + 2)
+    params: dict[str, Any] = {}
+    input_size = self.vocab_size
+    if self.embed_dim is not None:
+      params["embed"] = jax.random.normal(keys[-1], (self.vocab_size, self.embed_dim)) * 0.01 \
+          if self.init_scheme == "d2l" else jax.random.normal(keys[-1], (self.vocab_size, self.embed_dim))
+      input_size = self.embed_dim
+    layer_kwargs = {"forget_bias": self.forget_bias} if self.cell == "lstm" else {}
+    layers = []
+    for k in keys[:self.num_layers]:
+      layers.append(self.family.init_params(k, input_size, self.hidden_size, self.init_scheme, **layer_kwargs))
+      input_size = self.hidden_size
+    params["layers"] = tuple(layers)
+    kernel_init, bias_init = initializers.dense_initializers(self.init_scheme, self.hidden_size)
+    k_w, k_b = jax.random.split(keys[self.num_layers])
+    params["head"] = {"W": kernel_init(k_w, (self.hidden_size, self.vocab_size), jnp.float32),
+                      "b": bias_init(k_b, (self.vocab_size,), jnp.float32)}
+    return params
+
+  def zero_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
+    return tuple(self.family.zero_carry(batch_size, self.hidden_size, dtype) for _ in range(self.num_layers))
+
+  def apply(self, params: dict[str, Any], tokens_BT: jax.Array, carry: Carry | None = None, *,
+            dropout_rng: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+    """Tokens ``[B, T]`` (int) -> ``(logits [B, T, V], final carry)``. Dropout only when ``dropout_rng`` is given."""
+    batch_size = tokens_BT.shape[0]
+    if carry is None:
+      carry = self.zero_carry(batch_size)
+    tokens_TB = tokens_BT.T
+    hs_TBH, new_carry = self.hidden_states(params, tokens_TB, carry, dropout_rng)
+    logits_TBV = hs_TBH @ params["head"]["W"] + params["head"]["b"]
+    return jnp.swapaxes(logits_TBV, 0, 1), new_carry
+
+  def hidden_states(self, params, tokens_TB: jax.Array, carry: Carry,
+                    dropout_rng: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+    """Time-major tokens ``[T, B]`` -> ``(top-layer hidden states [T, B, H], final carry per layer)``."""
+    family = self.family
+    new_carry = []
+    hs_TBH = None
+    for index, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
+      if index == 0:
+        if "embed" in params:
+          xproj = family.project_inputs(layer_params, params["embed"][tokens_TB])
+        else:
+          xproj = layer_params["W_x"][tokens_TB] + layer_params["b"]  # == one_hot(tokens) @ W_x + b
+      else:
+        if dropout_rng is not None and self.dropout > 0.0:
+          keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
+          hs_TBH = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
+        xproj = family.project_inputs(layer_params, hs_TBH)
+      layer_carry, hs_TBH = family.recurrence(layer_params, xproj, layer_carry, unroll=self.unroll)
+      new_carry.append(layer_carry)
+    return hs_TBH, tuple(new_carry)
+
+
+def from_config(model_config, vocab_size: int) -> LanguageModel:
+  """Builds the model from the ``config.model`` section; the vocabulary size is filled in from the data."""
+  fields = {f.name for f in dataclasses.fields(LanguageModel)} - {"vocab_size"}
+  unknown = sorted(set(model_config.keys()) - fields)
+  if unknown:
+    raise ValueError(f"Unknown config.model keys {unknown}; valid keys are {sorted(fields)}.")
+  return LanguageModel(vocab_size=vocab_size, **dict(model_config.items()))

@@ -1,0 +1,182 @@
+"""Training: a pure, jitted train step and the loop around it (data, logging, evaluation, generation, saving).
+
+The recurrent state (``TrainState.carry``) follows the book: with ``sequential`` sampling it is zeroed at the
+start of every epoch and carried from one minibatch into the next with ``stop_gradient`` (truncated BPTT);
+with ``random`` or ``windows`` sampling every minibatch starts from zeros.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from lstm_jax import checkpoint as checkpoint_lib
+from lstm_jax import evaluate as evaluate_lib
+from lstm_jax import generate as generate_lib
+from lstm_jax import loss as loss_lib
+from lstm_jax import metrics as metrics_lib
+from lstm_jax import model as model_lib
+from lstm_jax.data import batching
+from lstm_jax.data import corpora
+
+
+class TrainState(NamedTuple):
+  params: Any
+  opt_state: Any
+  step: jax.Array   # int32 scalar: minibatches trained so far
+  rng: jax.Array    # base key; step t uses fold_in(rng, t)
+  carry: Any        # recurrent state carried between minibatches (sequential sampling)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
+
+
+def make_optimizer(opt_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Global-norm clipping (when ``clip_norm > 0``) followed by the named optax optimizer."""
+  lr = opt_config.learning_rate
+  name = opt_config.name
+  if name == "sgd":
+    base = optax.sgd(lr)
+  elif name == "momentum":
+    base = optax.sgd(lr, momentum=0.9)
+  elif name == "adamw":
+    base = optax.adamw(lr, weight_decay=opt_config.weight_decay)
+  elif name in ("adam", "rmsprop", "adagrad"):
+    base = getattr(optax, name)(lr)
+  else:
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS} (--config.optimizer.name=NAME).")
+  if opt_config.clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(opt_config.clip_norm), base)
+  return base
+
+
+def create_train_state(model: model_lib.LanguageModel, optimizer: optax.GradientTransformation, seed: int,
+                       batch_size: int) -> TrainState:
+  init_key, train_key = jax.random.split(jax.random.key(seed))
+  params = model.init(init_key)
+  return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
+                    rng=train_key, carry=model.zero_carry(batch_size))
+
+
+def train_step(state: TrainState, inputs_BT: jax.Array, targets_BT: jax.Array, *, model: model_lib.LanguageModel,
+               optimizer: optax.GradientTransformation, carry_state: bool) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on the token-mean cross-entropy; returns the new state and summed metrics of the batch."""
+  carry = jax.lax.stop_gradient(state.carry) if carry_state else model.zero_carry(inputs_BT.shape[0])
+  dropout_rng = jax.random.fold_in(state.rng, state.step) if model.dropout > 0 else None
+
+  def loss_fn(params):
+    logits, new_carry = model.apply(params, inputs_BT, carry, dropout_rng=dropout_rng)
+    return jnp.mean(loss_lib.token_nll(logits, targets_BT)), new_carry
+
+  (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  num_tokens = targets_BT.size
+  metrics = {"nll_sum": loss * num_tokens, "tokens": jnp.asarray(num_tokens, jnp.float32),
+             "grad_norm": optax.global_norm(grads)}
+  return state._replace(params=params, opt_state=opt_state, step=state.step + 1,
+                        carry=new_carry if carry_state else state.carry), metrics
+
+
+def compile_train_step(model, optimizer, carry_state):
+  return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, carry_state=carry_state),
+                 donate_argnums=0)
+
+
+def _validation_batches(config, corpus: corpora.Corpus) -> list[batching.Batch]:
+  d = config.data
+  if d.sampling == "windows":
+    return batching.window_batches(corpus.train_ids, d.batch_size, d.num_steps, d.num_train_windows,
+                                   d.num_val_windows, rng=None)
+  if len(corpus.val_ids) > 1:
+    return batching.evaluation_batches(corpus.val_ids, d.batch_size, d.num_steps)
+  return []
+
+
+def _epoch(config, corpus, epoch: int) -> list[batching.Batch]:
+  d = config.data
+  return batching.epoch_batches(corpus.train_ids, sampling=d.sampling, edition=d.edition, batch_size=d.batch_size,
+                                num_steps=d.num_steps, seed=config.seed, epoch=epoch, num_windows=d.num_train_windows)
+
+
+def _due(epoch: int, every: int, num_epochs: int) -> bool:
+  return epoch == num_epochs or (every > 0 and epoch % every == 0)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the model a config describes, logging to stdout and ``workdir``; returns the final metrics."""
+  workdir_path = pathlib.Path(workdir)
+  workdir_path.mkdir(parents=True, exist_ok=True)
+  corpus = corpora.load(config.data)
+  vocab = corpus.vocab
+  model = model_lib.from_config(config.model, len(vocab))
+  optimizer = make_optimizer(config.optimizer)
+  carry_state = config.data.sampling == "sequential"
+  logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,
+               config.data.edition, len(corpus.train_ids), len(corpus.val_ids), len(vocab))
+  if jax.process_index() == 0:
+    resolved = {"config": config.to_dict(), "vocab_size": len(vocab)}
+    (workdir_path / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
+
+  state = create_train_state(model, optimizer, config.seed, config.data.batch_size)
+  step_fn = compile_train_step(model, optimizer, carry_state)
+  writer = metrics_lib.MetricWriter(workdir)
+  val_batches = _validation_batches(config, corpus)
+
+  num_epochs = config.train.num_epochs
+  summary: dict[str, Any] = {}
+  tokens_since_log, time_of_log = 0, time.perf_counter()
+  start = time.perf_counter()
+  for epoch in range(1, num_epochs + 1):
+    if carry_state:
+      state = state._replace(carry=model.zero_carry(config.data.batch_size))
+    nll_sum, tokens = jnp.zeros(()), 0
+    for inputs, targets in _epoch(config, corpus, epoch):
+      state, step_metrics = step_fn(state, inputs, targets)
+      nll_sum = nll_sum + step_metrics["nll_sum"]
+      tokens += targets.size
+    train_nll = float(nll_sum) / tokens
+    step = int(state.step)
+    if not np.isfinite(train_nll):
+      raise NonFiniteLossError(f"Training loss became {train_nll} in epoch {epoch} (by step {step}). Lower the "
+                               f"learning rate or set --config.optimizer.clip_norm.")
+    tokens_since_log += tokens
+    record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
+    if val_batches and _due(epoch, config.train.eval_every_epochs, num_epochs):
+      evaluation = evaluate_lib.evaluate_batches(model, state.params, val_batches, carry_state=carry_state)
+      record.update(evaluation.as_dict("val_"))
+    if _due(epoch, config.train.log_every_epochs, num_epochs):
+      now = time.perf_counter()
+      record["tokens_per_sec"] = tokens_since_log / (now - time_of_log)
+      tokens_since_log, time_of_log = 0, now
+      line = (f"epoch {epoch:4d}  step {step:6d}  loss {train_nll:.4f}  perplexity {record['train_perplexity']:.4f}"
+              f"  tokens/s {record['tokens_per_sec']:,.0f}")
+      if "val_perplexity" in record:
+        line += f"  val perplexity {record['val_perplexity']:.4f}"
+      print(line, flush=True)
+    record["elapsed_sec"] = time.perf_counter() - start
+    writer.write(step, record)
+    if _due(epoch, config.train.generate_every_epochs, num_epochs):
+      for prefix in config.generate.prefixes:
+        text = generate_lib.generate_text(model, state.params, vocab, prefix, config.generate.num_tokens)
+        print(f" - {text}", flush=True)
+    summary = record
+  summary["wall_time_sec"] = time.perf_counter() - start
+  checkpoint_lib.save_final(workdir_path, state.params, config, vocab)
+  writer.write(int(state.step), {"final": 1, **summary})
+  writer.close()
+  return summary
