@@ -3,6 +3,8 @@
 Any config field can be overridden with ``--config.section.field=value``; unknown fields are an error.
 """
 
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -27,5 +29,17 @@ def main(argv):
         + f", wall time {summary['wall_time_sec']:.1f} s", flush=True)
 
 
+def parse_flags(argv):
+  """absl's parser, with a wrong ``--config.x=y`` reported as one clear line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"{e}\nPass --helpfull to list the flags.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    sys.exit(f"Bad config override: {message}. Config fields are listed with one-line comments in "
+             f"lstm_jax/config.py; override them as --config.section.field=value.")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
