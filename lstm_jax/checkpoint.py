@@ -1,22 +1,145 @@
-"""Checkpoints written with orbax: the parameters, with the config and vocabulary beside them as JSON."""
+"""Checkpoints with orbax's ``CheckpointManager``: everything a run needs to continue exactly.
+
+A checkpoint at step ``s`` is ``<workdir>/checkpoints/<s>/`` with two items:
+- ``state``: the ``TrainState`` (params, optimizer state, step, RNG key data, carried recurrent state), the data
+  position ``(epoch, batch)`` of the next minibatch, and the running sums of the current epoch's loss;
+- ``meta``: JSON with the config and the vocabulary, so evaluation and generation need no corpus.
+Saves are asynchronous (from a host copy, so the next train step may reuse the device buffers) and atomic (orbax
+writes to a temporary directory and renames it). The manager keeps the last ``keep`` checkpoints and, beside them,
+the best one by the metric given at save time (``perplexity``, lower is better).
+"""
 
 from __future__ import annotations
 
 import pathlib
 from typing import Any
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from lstm_jax.data.vocab import Vocab
 
+# Config sections that fix the shapes or the meaning of a checkpoint; the others (epochs, logging) may change.
+COMPATIBILITY_KEYS = ("seed", "data", "model", "optimizer")
 
-def save_final(workdir: pathlib.Path, params: Any, config: ml_collections.ConfigDict, vocab: Vocab) -> pathlib.Path:
-  """Writes ``<workdir>/final/{params, meta}``; returns the directory."""
-  directory = (pathlib.Path(workdir) / "final").absolute()
-  checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-  checkpointer.save(directory, ocp.args.Composite(
-      params=ocp.args.StandardSave(params),
-      meta=ocp.args.JsonSave({"config": config.to_dict(), "vocab": vocab.to_json()})), force=True)
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be used; the message says why and what to do."""
+
+
+def directory(workdir: str | pathlib.Path) -> pathlib.Path:
+  return (pathlib.Path(workdir) / "checkpoints").absolute()
+
+
+class Checkpointer:
+  """A thin owner of one ``ocp.CheckpointManager`` for a workdir."""
+
+  def __init__(self, workdir: str | pathlib.Path, keep: int = 3, read_only: bool = False):
+    policy = preservation_policy.AnyPreservationPolicy([
+        preservation_policy.LatestN(n=keep),
+        preservation_policy.BestN(get_metric_fn=lambda metrics: -metrics["perplexity"], n=1,
+                                  keep_checkpoints_without_metrics=False),
+    ])
+    self.manager = ocp.CheckpointManager(
+        directory(workdir), item_names=("state", "meta"),
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, read_only=read_only, create=not read_only))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, config: ml_collections.ConfigDict, vocab: Vocab,
+           perplexity: float | None = None) -> None:
+    """Starts an asynchronous save of ``state`` (any pytree of arrays) at ``step``; raises an earlier save's error."""
+    self.manager.check_for_errors()
+    host_state = jax.device_get(state)
+    meta = {"config": config.to_dict(), "vocab": vocab.to_json(), "step": int(step)}
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
+                                                    meta=ocp.args.JsonSave(meta)),
+                      metrics=None if perplexity is None else {"perplexity": float(perplexity)}, force=True)
+
+  def read_meta(self, step: int) -> dict[str, Any]:
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # orbax raises many types for unreadable files
+      raise self._unreadable(step, e) from e
+
+  def restore_state(self, step: int, abstract_state: Any) -> Any:
+    """Restores the ``state`` item onto the structure, shapes and devices of ``abstract_state``."""
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))["state"]
+    except Exception as e:
+      raise self._unreadable(step, e) from e
+
+  def _unreadable(self, step: int, error: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint step {step} in {self.manager.directory} cannot be read ({type(error).__name__}: "
+        f"{str(error)[:300]}). It is truncated, corrupt or from an incompatible version. Move that step's directory "
+        f"away to resume from an earlier step, or start fresh in a new --workdir.")
+
+  def wait(self) -> None:
+    """Blocks until pending saves are written; raises the error of a failed background save."""
+    self.manager.wait_until_finished()
+    self.manager.check_for_errors()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def check_compatible(saved_config: dict[str, Any], config: ml_collections.ConfigDict, where: str) -> None:
+  """Raises ``CheckpointError`` naming every key (of ``COMPATIBILITY_KEYS``) that differs."""
+  current = config.to_dict()
+  differences = []
+
+  def compare(prefix, a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+      for key in sorted(set(a) | set(b)):
+        compare(f"{prefix}.{key}" if prefix else key, a.get(key), b.get(key))
+    elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+      differences.append(f"{prefix}: checkpoint {a!r}, now {b!r}")
+
+  for key in COMPATIBILITY_KEYS:
+    compare(key, saved_config.get(key), current.get(key))
+  if differences:
+    raise CheckpointError(
+        f"The checkpoint in {where} was written with a different config ({'; '.join(differences)}). Use the same "
+        f"config to resume, a new --workdir for a new run, or --config.train.resume=False to start fresh (the old "
+        f"checkpoints are kept aside).")
+
+
+def load_params(workdir: str | pathlib.Path, step: int | str | None = None):
+  """Loads ``(model, params, vocab, config)`` from a workdir's checkpoint for evaluation or generation.
+
+  ``step``: an int, ``"best"`` (lowest saved perplexity) or ``None`` (latest). Restores onto this host's default
+  device whatever device layout wrote the checkpoint; the shapes come from the saved config and vocabulary.
+  """
+  from lstm_jax import model as model_lib  # the math floor; imported here to keep this module's import light
+  from lstm_jax import train as train_lib
+
+  if not directory(workdir).is_dir():
+    raise CheckpointError(f"No checkpoints in {directory(workdir)}; train first with "
+                          f"python -m lstm_jax.main --config ... --workdir {workdir}.")
+  checkpointer = Checkpointer(workdir, read_only=True)
+  chosen = checkpointer.best_step() if step == "best" else checkpointer.latest_step() if step is None else int(step)
+  if chosen is None or chosen not in checkpointer.all_steps():
+    raise CheckpointError(f"Checkpoint step {step!r} not found in {directory(workdir)}; available steps: "
+                          f"{checkpointer.all_steps()}.")
+  meta = checkpointer.read_meta(chosen)
+  config = ml_collections.ConfigDict(meta["config"])
+  vocab = Vocab.from_json(meta["vocab"])
+  model = model_lib.from_config(config.model, len(vocab))
+  optimizer = train_lib.make_optimizer(config.optimizer)
+  state = jax.eval_shape(lambda: train_lib.create_train_state(model, optimizer, config.seed, config.data.batch_size))
+  abstract = train_lib.saved_state_structure(state)
+  restored = checkpointer.restore_state(chosen, abstract)
   checkpointer.close()
-  return directory
+  return model, restored["train"][0], vocab, config

@@ -46,6 +46,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every_epochs = 1         # progress line (step, loss, perplexity, tokens/s) every N epochs
   c.train.eval_every_epochs = 0        # validation perplexity every N epochs (0: only at the end)
   c.train.generate_every_epochs = 40   # greedy samples for the prefixes every N epochs (0: only at the end)
+  c.train.checkpoint_every_epochs = 20 # checkpoint at the end of every N epochs (and always at the last)
+  c.train.checkpoint_every_steps = 0   # also checkpoint every N steps within epochs (0: off)
+  c.train.keep_checkpoints = 3         # keep the last N checkpoints, plus the best by (validation) perplexity
+  c.train.resume = True                # resume from the workdir's latest checkpoint; False: set old ones aside, start fresh
 
   c.generate = ml_collections.ConfigDict()
   c.generate.prefixes = ("traveller", "time traveller")  # the book's prefixes for this corpus

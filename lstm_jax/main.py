@@ -23,7 +23,12 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-  summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  from lstm_jax import checkpoint
+  from lstm_jax.data import corpora
+  try:
+    summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  except (train.NonFiniteLossError, checkpoint.CheckpointError, corpora.CorpusError, OSError, ValueError) as e:
+    sys.exit(f"error: {e}")
   print(f"final training perplexity {summary['train_perplexity']:.4f}"
         + (f", validation perplexity {summary['val_perplexity']:.4f}" if "val_perplexity" in summary else "")
         + f", wall time {summary['wall_time_sec']:.1f} s", flush=True)

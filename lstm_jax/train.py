@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
+import signal
 import time
 from typing import Any, NamedTuple
 
@@ -117,10 +118,83 @@ def _due(epoch: int, every: int, num_epochs: int) -> bool:
   return epoch == num_epochs or (every > 0 and epoch % every == 0)
 
 
+class _StopRequest:
+  """Turns SIGTERM / SIGINT into a flag the loop checks after every step (save, then exit cleanly)."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+
+def _prepare_workdir(workdir: str) -> pathlib.Path:
+  path = pathlib.Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_test"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise OSError(f"Workdir {workdir} cannot be created or written ({e.strerror or e}); pass a writable "
+                  f"--workdir.") from e
+  return path
+
+
+def _set_aside_old_checkpoints(workdir: pathlib.Path) -> None:
+  """``resume=False``: moves earlier checkpoints and metrics aside (never deletes them)."""
+  old = checkpoint_lib.directory(workdir)
+  if old.exists() and any(old.iterdir()):
+    aside = workdir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    old.rename(aside / old.name)
+    if (workdir / "metrics.jsonl").exists():
+      (workdir / "metrics.jsonl").rename(aside / "metrics.jsonl")
+    print(f"Starting fresh: earlier checkpoints moved to {aside}", flush=True)
+
+
+def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+  """On resume, drops records logged after the checkpoint, so the log reads as if the run never stopped."""
+  if path.exists():
+    kept = [r for r in metrics_lib.read_metrics(path) if r["step"] <= last_step and "final" not in r]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+
+
+def _saved_state(state: TrainState, epoch: int, batch: int, nll_sum, tokens: int) -> dict[str, Any]:
+  """What a checkpoint holds: the train state (RNG as raw key data), the data position and the epoch's sums."""
+  return {"train": state._replace(rng=jax.random.key_data(state.rng)),
+          "position": {"epoch": np.int64(epoch), "batch": np.int64(batch)},
+          "epoch_sums": {"nll": nll_sum, "tokens": np.int64(tokens)}}
+
+
+def saved_state_structure(state: TrainState) -> Any:
+  """The abstract (shape/dtype) structure of ``_saved_state`` for a state (concrete or from ``jax.eval_shape``)."""
+  rng_data = jax.eval_shape(jax.random.key_data, state.rng)
+  structure = {"train": state._replace(rng=rng_data),
+               "position": {"epoch": np.int64(0), "batch": np.int64(0)},
+               "epoch_sums": {"nll": jnp.zeros((), jnp.float32), "tokens": np.int64(0)}}
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), structure)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains the model a config describes, logging to stdout and ``workdir``; returns the final metrics."""
-  workdir_path = pathlib.Path(workdir)
-  workdir_path.mkdir(parents=True, exist_ok=True)
+  """Trains the model a config describes, logging to stdout and ``workdir``; returns the final metrics.
+
+  A workdir that holds checkpoints is resumed from the latest one (``config.train.resume``), exactly: same
+  parameters, optimizer state, RNG, data position, carried state and epoch sums as if the run had never stopped.
+  """
+  workdir_path = _prepare_workdir(workdir)
   corpus = corpora.load(config.data)
   vocab = corpus.vocab
   model = model_lib.from_config(config.model, len(vocab))
@@ -128,55 +202,113 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   carry_state = config.data.sampling == "sequential"
   logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,
                config.data.edition, len(corpus.train_ids), len(corpus.val_ids), len(vocab))
+
+  if not config.train.resume:
+    _set_aside_old_checkpoints(workdir_path)
+  checkpointer = checkpoint_lib.Checkpointer(workdir_path, keep=config.train.keep_checkpoints)
+  state = create_train_state(model, optimizer, config.seed, config.data.batch_size)
+  start_epoch, start_batch, nll_sum, tokens = 1, 0, jnp.zeros(()), 0
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    checkpoint_lib.check_compatible(checkpointer.read_meta(latest)["config"], config, str(checkpointer.manager.directory))
+    saved = checkpointer.restore_state(latest, saved_state_structure(state))
+    state = TrainState(*saved["train"])._replace(rng=jax.random.wrap_key_data(saved["train"][3]))
+    state = jax.tree.map(jnp.asarray, state)
+    start_epoch, start_batch = int(saved["position"]["epoch"]), int(saved["position"]["batch"])
+    nll_sum, tokens = jnp.asarray(saved["epoch_sums"]["nll"]), int(saved["epoch_sums"]["tokens"])
+    _truncate_metrics(workdir_path / "metrics.jsonl", latest)
+    print(f"Resumed from checkpoint step {latest} (epoch {start_epoch}, batch {start_batch}).", flush=True)
   if jax.process_index() == 0:
     resolved = {"config": config.to_dict(), "vocab_size": len(vocab)}
     (workdir_path / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
 
-  state = create_train_state(model, optimizer, config.seed, config.data.batch_size)
   step_fn = compile_train_step(model, optimizer, carry_state)
   writer = metrics_lib.MetricWriter(workdir)
   val_batches = _validation_batches(config, corpus)
-
   num_epochs = config.train.num_epochs
+  every_steps = config.train.checkpoint_every_steps
+  last_good = {"step": latest}
   summary: dict[str, Any] = {}
+
+  def save(epoch, batch, perplexity=None):
+    checkpointer.save(int(state.step), _saved_state(state, epoch, batch, nll_sum, tokens), config, vocab, perplexity)
+    last_good["step"] = int(state.step)
+
+  def fail_non_finite(step_losses, first_step):
+    losses = np.asarray(jnp.stack(step_losses))
+    bad = first_step + int(np.argmax(~np.isfinite(losses)))
+    checkpointer.wait()
+    kept = (f"the last good checkpoint is step {last_good['step']} in {checkpointer.manager.directory} (kept)"
+            if last_good["step"] is not None else "no checkpoint was written yet")
+    raise NonFiniteLossError(f"Training loss became {losses[bad - first_step]} at step {bad}; stopped, {kept}. "
+                             f"Lower --config.optimizer.learning_rate or set --config.optimizer.clip_norm.")
+
+  if start_epoch > num_epochs:
+    checkpointer.close()
+    finished = [r for r in metrics_lib.read_metrics(workdir_path / "metrics.jsonl") if "epoch" in r]
+    print(f"Already trained for {num_epochs} epochs in {workdir}; nothing to do.", flush=True)
+    summary = {**finished[-1], "wall_time_sec": 0.0}
+    writer.write(int(state.step), {"final": 1, **summary})
+    writer.close()
+    return summary
   tokens_since_log, time_of_log = 0, time.perf_counter()
   start = time.perf_counter()
-  for epoch in range(1, num_epochs + 1):
-    if carry_state:
-      state = state._replace(carry=model.zero_carry(config.data.batch_size))
-    nll_sum, tokens = jnp.zeros(()), 0
-    for inputs, targets in _epoch(config, corpus, epoch):
-      state, step_metrics = step_fn(state, inputs, targets)
-      nll_sum = nll_sum + step_metrics["nll_sum"]
-      tokens += targets.size
-    train_nll = float(nll_sum) / tokens
-    step = int(state.step)
-    if not np.isfinite(train_nll):
-      raise NonFiniteLossError(f"Training loss became {train_nll} in epoch {epoch} (by step {step}). Lower the "
-                               f"learning rate or set --config.optimizer.clip_norm.")
-    tokens_since_log += tokens
-    record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
-    if val_batches and _due(epoch, config.train.eval_every_epochs, num_epochs):
-      evaluation = evaluate_lib.evaluate_batches(model, state.params, val_batches, carry_state=carry_state)
-      record.update(evaluation.as_dict("val_"))
-    if _due(epoch, config.train.log_every_epochs, num_epochs):
-      now = time.perf_counter()
-      record["tokens_per_sec"] = tokens_since_log / (now - time_of_log)
-      tokens_since_log, time_of_log = 0, now
-      line = (f"epoch {epoch:4d}  step {step:6d}  loss {train_nll:.4f}  perplexity {record['train_perplexity']:.4f}"
-              f"  tokens/s {record['tokens_per_sec']:,.0f}")
-      if "val_perplexity" in record:
-        line += f"  val perplexity {record['val_perplexity']:.4f}"
-      print(line, flush=True)
-    record["elapsed_sec"] = time.perf_counter() - start
-    writer.write(step, record)
-    if _due(epoch, config.train.generate_every_epochs, num_epochs):
-      for prefix in config.generate.prefixes:
-        text = generate_lib.generate_text(model, state.params, vocab, prefix, config.generate.num_tokens)
-        print(f" - {text}", flush=True)
-    summary = record
+  with _StopRequest() as stop:
+    for epoch in range(start_epoch, num_epochs + 1):
+      batches = _epoch(config, corpus, epoch)
+      first_batch = start_batch if epoch == start_epoch else 0
+      if first_batch == 0:
+        nll_sum, tokens = jnp.zeros(()), 0
+        if carry_state:
+          state = state._replace(carry=model.zero_carry(config.data.batch_size))
+      step_losses, first_step = [], int(state.step) + 1
+      for index in range(first_batch, len(batches)):
+        inputs, targets = batches[index]
+        state, step_metrics = step_fn(state, inputs, targets)
+        step_losses.append(step_metrics["nll_sum"])
+        nll_sum = nll_sum + step_metrics["nll_sum"]
+        tokens += targets.size
+        tokens_since_log += targets.size
+        save_now = every_steps > 0 and int(state.step) % every_steps == 0 and index + 1 < len(batches)
+        if save_now or stop.signal:
+          if not np.isfinite(float(nll_sum)):
+            fail_non_finite(step_losses, first_step)
+          save(epoch, index + 1)
+        if stop.signal:
+          checkpointer.close()
+          writer.close()
+          print(f"Received {stop.signal}: saved checkpoint step {int(state.step)} in "
+                f"{checkpointer.manager.directory}; rerun the same command to resume.", flush=True)
+          raise SystemExit(0)
+      train_nll = float(nll_sum) / tokens
+      if not np.isfinite(train_nll):
+        fail_non_finite(step_losses, first_step)
+      step = int(state.step)
+      record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
+      if val_batches and _due(epoch, config.train.eval_every_epochs, num_epochs):
+        evaluation = evaluate_lib.evaluate_batches(model, state.params, val_batches, carry_state=carry_state)
+        record.update(evaluation.as_dict("val_"))
+      if _due(epoch, config.train.log_every_epochs, num_epochs):
+        now = time.perf_counter()
+        record["tokens_per_sec"] = tokens_since_log / (now - time_of_log)
+        tokens_since_log, time_of_log = 0, now
+        line = (f"epoch {epoch:4d}  step {step:6d}  loss {train_nll:.4f}  perplexity {record['train_perplexity']:.4f}"
+                f"  tokens/s {record['tokens_per_sec']:,.0f}")
+        if "val_perplexity" in record:
+          line += f"  val loss {record['val_nll']:.4f}  val perplexity {record['val_perplexity']:.4f}"
+        print(line, flush=True)
+      record["elapsed_sec"] = time.perf_counter() - start
+      writer.write(step, record)
+      if _due(epoch, config.train.generate_every_epochs, num_epochs):
+        for prefix in config.generate.prefixes:
+          text = generate_lib.generate_text(model, state.params, vocab, prefix, config.generate.num_tokens)
+          print(f" - {text}", flush=True)
+      if _due(epoch, config.train.checkpoint_every_epochs, num_epochs):
+        nll_sum, tokens = jnp.zeros(()), 0
+        save(epoch + 1, 0, record.get("val_perplexity", record["train_perplexity"]))
+      summary = record
   summary["wall_time_sec"] = time.perf_counter() - start
-  checkpoint_lib.save_final(workdir_path, state.params, config, vocab)
+  checkpointer.close()
   writer.write(int(state.step), {"final": 1, **summary})
   writer.close()
   return summary

@@ -1,0 +1,188 @@
+"""Checkpoints: exact resume after SIGKILL, evaluation/generation from a checkpoint, and bad input that loses nothing."""
+
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lstm_jax import checkpoint as checkpoint_lib
+from lstm_jax import config as config_lib
+from lstm_jax import evaluate, generate, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+CONFIG_FILE = '''
+from lstm_jax import config as config_lib
+def get_config():
+  c = config_lib.default_config()
+  c.data.corpus = {corpus!r}; c.data.edition = "raw"; c.data.max_tokens = 1500; c.data.num_val_tokens = 200
+  c.data.batch_size = 4; c.data.num_steps = 8; c.data.sampling = {sampling!r}
+  c.model.hidden_size = 8; c.model.dropout = 0.0
+  c.optimizer.learning_rate = 1.0; c.optimizer.clip_norm = 1.0
+  c.train.num_epochs = 6; c.train.generate_every_epochs = 0; c.train.checkpoint_every_epochs = 2
+  c.train.checkpoint_every_steps = 5; c.generate.prefixes = ("the",); c.generate.num_tokens = 5
+  return c
+'''
+
+
+def _write_config(tmp_path, sampling):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("the quick brown fox jumps over the lazy dog, said the time traveller. " * 40)
+  path = tmp_path / f"config_{sampling}.py"
+  path.write_text(CONFIG_FILE.format(corpus=str(corpus), sampling=sampling))
+  return path
+
+
+def _command(config_path, workdir, *overrides):
+  return [sys.executable, "-m", "lstm_jax.main", f"--config={config_path}", f"--workdir={workdir}", *overrides]
+
+
+def _env():
+  return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+
+
+def _final_params(workdir):
+  _, params, _, _ = checkpoint_lib.load_params(workdir)
+  return params
+
+
+@pytest.mark.parametrize("sampling", ["sequential", "random"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, sampling):
+  config_path = _write_config(tmp_path, sampling)
+  reference = tmp_path / "reference"
+  subprocess.run(_command(config_path, reference), check=True, env=_env(), cwd=REPO, capture_output=True)
+
+  interrupted = tmp_path / "interrupted"
+  process = subprocess.Popen(_command(config_path, interrupted), env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+  epochs_to_wait = random.Random().randint(1, 4)
+  for _ in range(epochs_to_wait):
+    process.stdout.readline()
+  time.sleep(random.Random().uniform(0.0, 0.3))
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  saved = checkpoint_lib.Checkpointer(interrupted, read_only=True)
+  killed_at = saved.latest_step()
+  saved.close()
+  assert killed_at is not None, "the run was killed before its first checkpoint"
+
+  resumed = subprocess.run(_command(config_path, interrupted), check=True, env=_env(), cwd=REPO,
+                           capture_output=True, text=True)
+  assert f"Resumed from checkpoint step {killed_at}" in resumed.stdout or "nothing to do" in resumed.stdout
+  expected, actual = _final_params(reference), _final_params(interrupted)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(actual)):
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+  reference_log = [r for r in _read(reference / "metrics.jsonl") if "epoch" in r and "final" not in r]
+  resumed_log = [r for r in _read(interrupted / "metrics.jsonl") if "epoch" in r and "final" not in r]
+  assert [r["train_loss"] for r in reference_log] == [r["train_loss"] for r in resumed_log]
+
+
+def _read(path):
+  from lstm_jax import metrics
+  return metrics.read_metrics(path)
+
+
+def _tiny_config(tmp_path, **train_overrides):
+  config = config_lib.default_config()
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("abcd efgh ijkl mnop " * 60)
+  config.data.corpus, config.data.edition = str(corpus), "raw"
+  config.data.max_tokens, config.data.num_val_tokens = 800, 100
+  config.data.batch_size, config.data.num_steps = 4, 8
+  config.model.hidden_size = 8
+  config.optimizer.learning_rate, config.optimizer.clip_norm = 1.0, 1.0
+  config.train.num_epochs, config.train.generate_every_epochs = 2, 0
+  config.train.checkpoint_every_epochs = 1
+  for key, value in train_overrides.items():
+    config.train[key] = value
+  return config
+
+
+def test_evaluate_and_generate_from_a_checkpoint_match_the_trained_model(tmp_path):
+  config = _tiny_config(tmp_path)
+  summary = train.train_and_evaluate(config, str(tmp_path / "work"))
+  model, params, vocab, saved_config = checkpoint_lib.load_params(tmp_path / "work")
+  assert saved_config.model.hidden_size == 8 and len(vocab) == model.vocab_size
+  from lstm_jax.data import corpora
+  corpus = corpora.load(config.data)
+  result = evaluate.evaluate_ids(model, params, corpus.val_ids, config.data.batch_size, config.data.num_steps)
+  np.testing.assert_allclose(result.perplexity, summary["val_perplexity"], rtol=1e-6)
+  out = subprocess.run([sys.executable, "-m", "lstm_jax.generate_main", f"--workdir={tmp_path / 'work'}",
+                        "--prefix=abcd", "--num_tokens=12"], env=_env(), cwd=REPO, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.rstrip("\n") == generate.generate_text(model, params, vocab, "abcd", 12)
+  out = subprocess.run([sys.executable, "-m", "lstm_jax.evaluate_main", f"--workdir={tmp_path / 'work'}"],
+                       env=_env(), cwd=REPO, capture_output=True, text=True, check=True)
+  assert f"perplexity {result.perplexity:.4f}" in out.stdout
+
+
+def test_non_finite_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = _tiny_config(tmp_path, num_epochs=3, checkpoint_every_steps=1)
+  config.optimizer.learning_rate, config.optimizer.clip_norm = 1e38, 0.0  # step 1 is finite, step 2 is not
+  with pytest.raises(train.NonFiniteLossError, match=r"at step 2; stopped, the last good checkpoint is step 1"):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  saved = checkpoint_lib.Checkpointer(tmp_path / "work", read_only=True)
+  assert saved.all_steps() == [1]
+  params = checkpoint_lib.load_params(tmp_path / "work")[1]
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+
+def test_main_exits_non_zero_with_the_message_on_a_non_finite_loss(tmp_path):
+  config_path = _write_config(tmp_path, "random")
+  result = subprocess.run(_command(config_path, tmp_path / "work", "--config.optimizer.learning_rate=1e38",
+                                   "--config.optimizer.clip_norm=0"), env=_env(), cwd=REPO, capture_output=True,
+                          text=True)
+  assert result.returncode != 0
+  assert "Training loss became" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_incompatible_checkpoint_names_the_differing_keys(tmp_path):
+  config = _tiny_config(tmp_path, num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path / "work"))
+  config.model.hidden_size = 16
+  config.train.num_epochs = 2
+  with pytest.raises(checkpoint_lib.CheckpointError, match=r"model.hidden_size: checkpoint 8, now 16"):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert checkpoint_lib.load_params(tmp_path / "work")[0].hidden_size == 8  # nothing was overwritten
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_is_not_deleted(tmp_path):
+  config = _tiny_config(tmp_path, num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path / "work"))
+  steps = checkpoint_lib.Checkpointer(tmp_path / "work", read_only=True).all_steps()
+  step_dir = checkpoint_lib.directory(tmp_path / "work") / str(steps[-1])
+  for path in (step_dir / "state").rglob("*"):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncate every data file
+  config.train.num_epochs = 2
+  with pytest.raises(checkpoint_lib.CheckpointError, match="cannot be read"):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert step_dir.is_dir()
+
+
+def test_resume_false_sets_old_checkpoints_aside(tmp_path):
+  config = _tiny_config(tmp_path, num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path / "work"))
+  config.train.resume = False
+  train.train_and_evaluate(config, str(tmp_path / "work"))
+  aside = list((tmp_path / "work").glob("previous-*/checkpoints"))
+  assert len(aside) == 1 and any(aside[0].iterdir())
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(OSError, match="pass a writable --workdir"):
+    train.train_and_evaluate(_tiny_config(tmp_path), str(blocker / "work"))
+
+
+def test_load_params_without_checkpoints_says_what_to_do(tmp_path):
+  with pytest.raises(checkpoint_lib.CheckpointError, match="train first"):
+    checkpoint_lib.load_params(tmp_path)
