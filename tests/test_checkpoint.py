@@ -53,8 +53,9 @@ def _final_params(workdir):
   return params
 
 
-@pytest.mark.parametrize("sampling", ["sequential", "random"])
-def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, sampling):
+@pytest.mark.parametrize("sampling, stop_signal", [("sequential", signal.SIGKILL), ("random", signal.SIGKILL),
+                                                   ("sequential", signal.SIGTERM)])
+def test_killed_then_resumed_equals_an_uninterrupted_run_bit_for_bit(tmp_path, sampling, stop_signal):
   config_path = _write_config(tmp_path, sampling)
   reference = tmp_path / "reference"
   subprocess.run(_command(config_path, reference), check=True, env=_env(), cwd=REPO, capture_output=True)
@@ -66,8 +67,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, s
   for _ in range(epochs_to_wait):
     process.stdout.readline()
   time.sleep(random.Random().uniform(0.0, 0.3))
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  process.send_signal(stop_signal)
+  rest_of_output = process.communicate()[0]
+  if stop_signal == signal.SIGTERM:  # saves where it is and exits cleanly
+    assert process.returncode == 0 and "Received SIGTERM: saved checkpoint step" in rest_of_output
   saved = checkpoint_lib.Checkpointer(interrupted, read_only=True)
   killed_at = saved.latest_step()
   saved.close()
