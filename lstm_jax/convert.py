@@ -81,3 +81,33 @@ def carry_from_flax(carry: tuple[jax.Array, jax.Array]) -> LSTMCarry:
   """Flax's ``(c, h)`` -> ``LSTMCarry(h, c)``."""
   c, h = carry
   return LSTMCarry(h=h, c=c)
+
+
+def to_flax_gru(params: Params) -> dict[str, dict[str, jax.Array]]:
+  """Our ``gru_reset_after`` params -> Flax ``nn.GRUCell`` (input Dense ``ir, iz, in`` with bias; hidden ``hr, hz``
+  without bias and ``hn`` with bias ``b_hn``). The reset-before ``gru`` has no Flax counterpart."""
+  if set(params) != {"W_x", "W_h", "b", "b_hn"}:
+    raise ValueError(f"Expected gru_reset_after params W_x, W_h, b, b_hn, got {sorted(params)}; Flax's GRUCell "
+                     f"applies the reset gate after the recurrent matmul, as cell='gru_reset_after' does.")
+  W_x, W_h, b = (jnp.split(params[k], 3, axis=-1) for k in ("W_x", "W_h", "b"))
+  flax_params = {f"i{gate}": {"kernel": W_x[k], "bias": b[k]} for k, gate in enumerate("rzn")}
+  flax_params.update({f"h{gate}": {"kernel": W_h[k]} for k, gate in enumerate("rz")})
+  flax_params["hn"] = {"kernel": W_h[2], "bias": params["b_hn"]}
+  return flax_params
+
+
+def from_flax_gru(flax_params: Any) -> Params:
+  """Flax ``nn.GRUCell`` params -> our ``gru_reset_after`` params."""
+  return {"W_x": jnp.concatenate([flax_params[f"i{g}"]["kernel"] for g in "rzn"], axis=1),
+          "W_h": jnp.concatenate([flax_params[f"h{g}"]["kernel"] for g in "rzn"], axis=1),
+          "b": jnp.concatenate([flax_params[f"i{g}"]["bias"] for g in "rzn"]),
+          "b_hn": flax_params["hn"]["bias"]}
+
+
+def to_flax_simple(params: Params) -> dict[str, dict[str, jax.Array]]:
+  """Our ``rnn`` params -> Flax ``nn.SimpleCell`` (``i``: kernel + bias, ``h``: kernel)."""
+  return {"i": {"kernel": params["W_x"], "bias": params["b"]}, "h": {"kernel": params["W_h"]}}
+
+
+def from_flax_simple(flax_params: Any) -> Params:
+  return {"W_x": flax_params["i"]["kernel"], "W_h": flax_params["h"]["kernel"], "b": flax_params["i"]["bias"]}

@@ -6,11 +6,16 @@ Every family module provides ``init_params(key, input_size, hidden_size, scheme,
 The registry below maps the config's ``model.cell`` name to its module.
 """
 
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
-from lstm_jax.cells import lstm
+from lstm_jax.cells import gru, lstm, rnn
 
-FAMILIES: dict[str, ModuleType] = {"lstm": lstm}
+FAMILIES: dict[str, ModuleType | SimpleNamespace] = {
+    "lstm": lstm,
+    "gru": gru.reset_before,              # D2L's GRU: reset gate before the recurrent matmul
+    "gru_reset_after": gru.reset_after,   # cuDNN's / flax.linen.GRUCell's form
+    "rnn": rnn,                           # tanh RNN
+}
 
 
 def get_family(name: str) -> ModuleType:
