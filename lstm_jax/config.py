@@ -26,7 +26,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.num_val_windows = 5000        # windows sampling: validation windows start at N_train .. N_train+N_val-1
 
   c.model = ml_collections.ConfigDict()
-  c.model.cell = "lstm"                # a family in lstm_jax.cells.FAMILIES
+  c.model.implementation = "scratch"   # scratch (lstm_jax.cells) | flax (Flax's cells: the book's "concise") | flax_optimized
+  c.model.cell = "lstm"                # a family in lstm_jax.cells.FAMILIES: lstm | gru | gru_reset_after | rnn | ...
   c.model.hidden_size = 256            # units per layer (H)
   c.model.num_layers = 1               # stacked layers
   c.model.embed_dim = ml_collections.config_dict.placeholder(int)  # None: one-hot inputs (the book); int: embedding
@@ -60,3 +61,17 @@ def default_config() -> ml_collections.ConfigDict:
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.lock()
   return config
+
+
+def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
+  """Parses an experiment variant ``"key=value,key=value"`` (the text after ``FILE.py:``) over ``defaults``.
+
+  An unknown key or a malformed pair is an error that lists the valid keys.
+  """
+  values = dict(defaults)
+  for pair in filter(None, (arg or "").split(",")):
+    key, sep, value = pair.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"Bad experiment variant {pair!r}; write key=value with keys from {sorted(defaults)}.")
+    values[key] = value
+  return ml_collections.ConfigDict(values)

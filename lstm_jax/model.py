@@ -99,8 +99,18 @@ class LanguageModel:
 
 def from_config(model_config, vocab_size: int) -> LanguageModel:
   """Builds the model from the ``config.model`` section; the vocabulary size is filled in from the data."""
+  settings = dict(model_config.items())
+  implementation = settings.pop("implementation", "scratch")
+  if implementation in ("flax", "flax_optimized"):
+    from lstm_jax import library_model  # noqa: PLC0415 (the interop floor; only this branch needs it)
+    library_fields = {f.name for f in dataclasses.fields(library_model.LibraryLanguageModel)}
+    return library_model.LibraryLanguageModel(
+        vocab_size=vocab_size, optimized=implementation == "flax_optimized",
+        **{k: v for k, v in settings.items() if k in library_fields and k != "optimized"})
+  if implementation != "scratch":
+    raise ValueError(f"Unknown model.implementation {implementation!r}; choose scratch, flax or flax_optimized.")
   fields = {f.name for f in dataclasses.fields(LanguageModel)} - {"vocab_size"}
-  unknown = sorted(set(model_config.keys()) - fields)
+  unknown = sorted(set(settings) - fields)
   if unknown:
     raise ValueError(f"Unknown config.model keys {unknown}; valid keys are {sorted(fields)}.")
-  return LanguageModel(vocab_size=vocab_size, **dict(model_config.items()))
+  return LanguageModel(vocab_size=vocab_size, **settings)

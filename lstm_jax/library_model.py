@@ -1,0 +1,93 @@
+"""The book's "concise implementation": the same language model built from Flax's own cells under ``nn.RNN``.
+
+``LibraryLanguageModel`` has the interface of ``lstm_jax.model.LanguageModel`` (``init``, ``apply``,
+``zero_carry``), so the train loop, evaluator and generator use it unchanged. Cells: ``lstm`` -> ``nn.LSTMCell``
+(or ``nn.OptimizedLSTMCell`` with ``optimized=True``), ``gru_reset_after`` / ``gru`` -> ``nn.GRUCell`` (Flax's GRU
+applies the reset gate after the recurrent matmul), ``rnn`` -> ``nn.SimpleCell``. Parameters::
+
+    {"layers": (flax cell params, ...), "head": {"W": [H, V], "b": [V]}}
+
+``from_scratch_params`` converts a scratch model's params into this layout, so both can start from the same
+weights and be compared step for step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import convert
+from lstm_jax.cells import initializers
+
+_TO_FLAX = {"lstm": convert.to_flax_lstm, "gru_reset_after": convert.to_flax_gru, "gru": convert.to_flax_gru,
+            "rnn": convert.to_flax_simple}
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryLanguageModel:
+  vocab_size: int
+  hidden_size: int = 256
+  num_layers: int = 1
+  cell: str = "lstm"
+  optimized: bool = False       # lstm: nn.OptimizedLSTMCell instead of nn.LSTMCell
+  init_scheme: str = "flax"     # "flax": Flax's default initializers; "d2l": every weight re-drawn from N(0, 0.01)
+  dropout: float = 0.0
+  unroll: int = 1
+
+  def _cell(self) -> nn.RNNCellBase:
+    if self.cell == "lstm":
+      return (nn.OptimizedLSTMCell if self.optimized else nn.LSTMCell)(features=self.hidden_size)
+    if self.cell in ("gru", "gru_reset_after"):
+      return nn.GRUCell(features=self.hidden_size)
+    if self.cell == "rnn":
+      return nn.SimpleCell(features=self.hidden_size)
+    raise ValueError(f"No Flax library cell for {self.cell!r}; choose lstm, gru, gru_reset_after or rnn.")
+
+  def _rnn(self) -> nn.RNN:
+    return nn.RNN(self._cell(), return_carry=True, unroll=self.unroll)
+
+  def init(self, key: jax.Array) -> dict[str, Any]:
+    keys = jax.random.split(key, self.num_layers + 1)
+    layers, input_size = [], self.vocab_size
+    for k in keys[:-1]:
+      params = self._rnn().init(k, jnp.zeros((1, 1, input_size)))["params"]["cell"]
+      if self.init_scheme == "d2l":  # Gluon-era concise models: init.Normal(0.01) on weights, zero biases
+        leaves, treedef = jax.tree.flatten_with_path(params)
+        params = jax.tree.unflatten(treedef, [
+            jnp.zeros_like(v) if path[-1].key == "bias" else 0.01 * jax.random.normal(jax.random.fold_in(k, i), v.shape)
+            for i, (path, v) in enumerate(leaves)])
+      layers.append(params)
+      input_size = self.hidden_size
+    kernel_init, bias_init = initializers.dense_initializers(self.init_scheme, self.hidden_size)
+    k_w, k_b = jax.random.split(keys[-1])
+    return {"layers": tuple(layers),
+            "head": {"W": kernel_init(k_w, (self.hidden_size, self.vocab_size), jnp.float32),
+                     "b": bias_init(k_b, (self.vocab_size,), jnp.float32)}}
+
+  def zero_carry(self, batch_size: int, dtype=jnp.float32):
+    return tuple(self._cell().initialize_carry(jax.random.key(0), (batch_size, self.vocab_size if i == 0 else
+                                                                    self.hidden_size))
+                 for i in range(self.num_layers))
+
+  def apply(self, params, tokens_BT: jax.Array, carry=None, *, dropout_rng: jax.Array | None = None):
+    """Tokens ``[B, T]`` -> ``(logits [B, T, V], carry per layer)``, one-hot inputs as in the book."""
+    if carry is None:
+      carry = self.zero_carry(tokens_BT.shape[0])
+    xs = jax.nn.one_hot(tokens_BT, self.vocab_size)
+    new_carry = []
+    for index, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
+      if index > 0 and dropout_rng is not None and self.dropout > 0.0:
+        keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, xs.shape)
+        xs = jnp.where(keep, xs / (1.0 - self.dropout), 0.0)
+      layer_carry, xs = self._rnn().apply({"params": {"cell": layer_params}}, xs, initial_carry=layer_carry)
+      new_carry.append(layer_carry)
+    return xs @ params["head"]["W"] + params["head"]["b"], tuple(new_carry)
+
+
+def from_scratch_params(cell: str, params: dict[str, Any]) -> dict[str, Any]:
+  """A one-hot scratch ``LanguageModel``'s params -> this model's params (same function, Flax's layout)."""
+  return {"layers": tuple(_TO_FLAX[cell](layer) for layer in params["layers"]), "head": params["head"]}
