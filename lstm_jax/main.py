@@ -1,8 +1,10 @@
 """Entry point: ``python -m lstm_jax.main --config experiments/timemachine_lstm.py --workdir runs/tm``.
 
+Set ``LSTM_JAX_DISTRIBUTED=1`` on every host of a multi-host job to call ``jax.distributed.initialize()``.
 Any config field can be overridden with ``--config.section.field=value``; unknown fields are an error.
 """
 
+import os
 import sys
 
 import jax
@@ -19,6 +21,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if os.environ.get("LSTM_JAX_DISTRIBUTED") == "1":  # multi-host (TPU VM workers, SLURM): join one JAX job
+    jax.distributed.initialize()
   from lstm_jax import train  # after flag parsing, so --help is fast
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO

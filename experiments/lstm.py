@@ -1,0 +1,46 @@
+"""A character LSTM (or another cell) on either corpus, with named variants and sweeps.
+
+Variants (big_vision style): ``experiments/lstm.py:corpus=jaychou,cell=gru,impl=scratch`` with
+``corpus`` timemachine | jaychou, ``cell`` lstm | gru | rnn, ``impl`` scratch | flax. The base is the book's
+setting for the corpus (2019 d2l-en for the Time Machine, d2l-zh 1.x for the lyrics): hidden 256, 35 steps,
+batch 32, sequential sampling, SGD lr 100, clip 0.01, 160 epochs.
+
+Sweeps (``sweep(add, name)``), launched with ``python -m lstm_jax.sweep --config experiments/lstm.py:corpus=...
+--sweep NAME --root runs/sweeps [--dry_run | --mode local|gpus|slurm|tpu]``:
+  hidden, num_steps, learning_rate, clip, cell (each point trains the variant with the sweep's overrides).
+
+Command:  python -m lstm_jax.main --config experiments/lstm.py:corpus=jaychou --workdir runs/jay_lstm
+Expected: Time Machine LSTM scratch, 160 epochs: perplexity about 1.3 in about 30 s (2-core CPU, measured).
+"""
+
+from lstm_jax import config as config_lib
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_arg(arg, corpus="timemachine", cell="lstm", impl="scratch")
+  config = config_lib.default_config()
+  config.data.corpus = variant.corpus
+  config.data.edition = {"timemachine": "d2l_2019", "jaychou": "d2l_zh1"}.get(variant.corpus, "raw")
+  config.model.cell = variant.cell
+  config.model.implementation = variant.impl
+  config.train.num_epochs = 160
+  config.train.log_every_epochs = 10
+  config.generate.prefixes = ("分开", "不分开") if variant.corpus == "jaychou" else ("traveller", "time traveller")
+  return config
+
+
+SWEEPS = {
+    "hidden": [{"model.hidden_size": h} for h in (64, 128, 256, 512)],
+    "num_steps": [{"data.num_steps": t} for t in (16, 35, 64, 100)],
+    "learning_rate": [{"optimizer.learning_rate": lr} for lr in (10.0, 30.0, 100.0, 300.0)],
+    "clip": [{"optimizer.clip_norm": c} for c in (0.001, 0.01, 0.1, 1.0)],
+    "cell": [{"model.cell": c} for c in ("lstm", "gru", "rnn")],
+}
+
+
+def sweep(add, name="learning_rate"):
+  """Calls ``add(**overrides)`` once per point of the named sweep (keys are config paths)."""
+  if name not in SWEEPS:
+    raise ValueError(f"Unknown sweep {name!r}; choose one of {sorted(SWEEPS)}.")
+  for point in SWEEPS[name]:
+    add(**point)

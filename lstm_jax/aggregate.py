@@ -1,0 +1,89 @@
+"""Turn a sweep's workdirs into a Markdown table and a PNG plot (perplexity against the swept value, one line per
+cell type):  ``python -m lstm_jax.aggregate --sweep_dir runs/sweeps/hidden``  (writes RESULTS.md and plot.png there).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+from absl import app, flags
+
+from lstm_jax import metrics as metrics_lib
+
+_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory holding one workdir per run.", required=True)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in d.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+  return out
+
+
+def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[str]]:
+  """One row per finished run (config fields flattened + final metrics) and the config keys that vary."""
+  rows = []
+  for workdir in sorted(p for p in pathlib.Path(sweep_dir).iterdir() if (p / "metrics.jsonl").exists()):
+    final = [r for r in metrics_lib.read_metrics(workdir / "metrics.jsonl") if r.get("final")]
+    if not final:
+      continue
+    config = _flatten(json.loads((workdir / "config.json").read_text())["config"])
+    rows.append({"run": workdir.name, **config, **{f"final.{k}": v for k, v in final[-1].items()}})
+  if not rows:
+    raise ValueError(f"No finished runs under {sweep_dir}; run the sweep first.")
+  config_keys = [k for k in rows[0] if not k.startswith("final.") and k not in ("run", "data.data_dir")]
+  varying = [k for k in config_keys if len({str(r.get(k)) for r in rows}) > 1]
+  return rows, varying
+
+
+def markdown_table(rows: list[dict[str, Any]], varying: list[str]) -> str:
+  columns = varying + ["train perplexity", "val perplexity", "wall time (s)"]
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  for r in rows:
+    val = r.get("final.val_perplexity")
+    cells = [str(r.get(k)) for k in varying] + [f"{r['final.train_perplexity']:.3f}",
+                                                 f"{val:.3f}" if isinstance(val, float) else "-",
+                                                 f"{r.get('final.wall_time_sec', float('nan')):.1f}"]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Path) -> None:
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  swept = next((k for k in varying if k != "model.cell"), "model.cell")
+  metric = "final.val_perplexity" if all(isinstance(r.get("final.val_perplexity"), float) for r in rows) \
+      else "final.train_perplexity"
+  figure, axis = plt.subplots(figsize=(5, 3.5), dpi=100)
+  for cell in sorted({r["model.cell"] for r in rows}):
+    points = sorted((r[swept], r[metric]) for r in rows if r["model.cell"] == cell)
+    axis.plot([str(x) for x, _ in points] if swept == "model.cell" else [x for x, _ in points],
+              [y for _, y in points], marker="o", label=cell)
+  if swept != "model.cell" and all(isinstance(r[swept], (int, float)) for r in rows):
+    axis.set_xscale("log")
+  axis.set_xlabel(swept)
+  axis.set_ylabel(metric.removeprefix("final.").replace("_", " "))
+  axis.legend(title="cell")
+  figure.tight_layout()
+  figure.savefig(path)
+  plt.close(figure)
+
+
+def main(argv):
+  del argv
+  sweep_dir = pathlib.Path(_SWEEP_DIR.value)
+  rows, varying = collect(sweep_dir)
+  (sweep_dir / "RESULTS.md").write_text(markdown_table(rows, varying))
+  plot(rows, varying, sweep_dir / "plot.png")
+  print((sweep_dir / "RESULTS.md").read_text())
+  print(f"Wrote {sweep_dir / 'RESULTS.md'} and {sweep_dir / 'plot.png'}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,67 @@
+"""Sweeps: every shipped sweep expands; a tiny sweep runs end to end, is skipped when finished, and aggregates."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lstm_jax import aggregate, sweep
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _module(name):
+  spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("name", sorted(_module("lstm").SWEEPS))
+@pytest.mark.parametrize("corpus", ["timemachine", "jaychou"])
+def test_every_shipped_sweep_expands_into_distinct_runs(tmp_path, name, corpus):
+  runs = sweep.expand(str(REPO / "experiments" / f"lstm.py:corpus={corpus}"), name, tmp_path)
+  assert len(runs) >= 3 and len({r.workdir for r in runs}) == len(runs)
+  for run in runs:
+    assert any(arg.startswith("--config.") for arg in run.command)
+  assert "--array=0-" in sweep.slurm_script(runs, tmp_path)
+  assert "--worker=all" in sweep.tpu_command(runs, "tpu", "zone")
+
+
+def test_unknown_sweep_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="Unknown sweep"):
+    sweep.expand(str(REPO / "experiments" / "lstm.py"), "dropout", tmp_path)
+
+
+def test_tiny_sweep_runs_skips_finished_and_aggregates(tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("a cat sat on a mat and a rat sat on a hat. " * 30)
+  experiment = tmp_path / "tiny.py"
+  experiment.write_text(f'''
+from lstm_jax import config as config_lib
+def get_config():
+  c = config_lib.default_config()
+  c.data.corpus = {str(corpus)!r}; c.data.edition = "raw"; c.data.max_tokens = 600; c.data.num_val_tokens = 100
+  c.data.batch_size = 4; c.data.num_steps = 8; c.model.hidden_size = 8
+  c.optimizer.learning_rate = 1.0; c.optimizer.clip_norm = 1.0
+  c.train.num_epochs = 2; c.train.generate_every_epochs = 0
+  return c
+def sweep(add, name):
+  for cell in ("lstm", "rnn"):
+    for lr in (0.5, 2.0):
+      add(**{{"model.cell": cell, "optimizer.learning_rate": lr}})
+''')
+  command = [sys.executable, "-m", "lstm_jax.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs"]
+  env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+  first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
+  assert "4 runs, 0 finished, 4 to run." in first.stdout
+  again = subprocess.run(command + ["--dry_run"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+  assert again.stdout.count("[done]") == 4
+  rows, varying = aggregate.collect(tmp_path / "runs" / "lr")
+  assert sorted(varying) == ["model.cell", "optimizer.learning_rate"] and len(rows) == 4
+  table = aggregate.markdown_table(rows, varying)
+  assert table.count("\n") == 6 and "| lstm | 0.5 |" in table
+  aggregate.plot(rows, varying, tmp_path / "plot.png")
+  assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
