@@ -20,8 +20,14 @@ import jax.numpy as jnp
 
 from lstm_jax import cells
 from lstm_jax.cells import initializers
+from lstm_jax.cells import lstm_fast
 
 Carry = tuple[Any, ...]  # one carry per layer
+
+# How the recurrence is differentiated. "scan": autodiff through the cell's lax.scan; "fused_vjp": the LSTM's
+# hand-written whole-sequence backward (lstm_jax.cells.lstm_fast, same results, faster); "auto": fused_vjp for
+# the LSTM, scan for other cells.
+RECURRENCES = ("auto", "scan", "fused_vjp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +42,24 @@ class LanguageModel:
   forget_bias: float = 0.0      # added to the LSTM forget-gate bias at init
   dropout: float = 0.0          # dropout rate between stacked layers (training only)
   unroll: int = 1               # lax.scan unroll factor
+  recurrence: str = "auto"      # see RECURRENCES
 
   @property
   def family(self):
     return cells.get_family(self.cell)
+
+  @property
+  def recurrence_fn(self):
+    """The ``recurrence(params, xproj_TBG, carry, unroll)`` function that ``recurrence`` selects."""
+    if self.recurrence not in RECURRENCES:
+      raise ValueError(f"Unknown recurrence {self.recurrence!r}; choose one of {RECURRENCES} "
+                       f"(--config.model.recurrence=NAME).")
+    if self.recurrence == "fused_vjp" or (self.recurrence == "auto" and self.cell == "lstm"):
+      if self.cell != "lstm":
+        raise ValueError(f"recurrence='fused_vjp' exists only for cell='lstm', not {self.cell!r}; "
+                         f"use --config.model.recurrence=scan.")
+      return lstm_fast.recurrence
+    return self.family.recurrence
 
   def init(self, key: jax.Array) -> dict[str, Any]:
     keys = jax.random.split(key, self.num_layers + 2)
@@ -92,7 +112,7 @@ class LanguageModel:
           keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
           hs_TBH = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
         xproj = family.project_inputs(layer_params, hs_TBH)
-      layer_carry, hs_TBH = family.recurrence(layer_params, xproj, layer_carry, unroll=self.unroll)
+      layer_carry, hs_TBH = self.recurrence_fn(layer_params, xproj, layer_carry, unroll=self.unroll)
       new_carry.append(layer_carry)
     return hs_TBH, tuple(new_carry)
 

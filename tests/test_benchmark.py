@@ -1,0 +1,42 @@
+"""The benchmark command's pieces on tiny shapes: every runner trains/generates, rounds are recorded, the table and
+targets are derived from them."""
+
+import numpy as np
+
+from lstm_jax import benchmark
+
+
+def test_flops_per_token_counts_recurrent_input_and_head_matmuls():
+  one_layer = benchmark.Workload("W1", "", num_layers=1, hidden=4, batch=1, steps=1)
+  two_layers = benchmark.Workload("W2", "", num_layers=2, hidden=4, batch=1, steps=1)
+  head = 2 * 4 * benchmark.VOCAB
+  assert one_layer.train_flops_per_token() == 3 * (2 * 4 * 16 + head)
+  assert two_layers.train_flops_per_token() == 3 * (2 * 4 * 16 + 2 * (2 * 4 * 16) + head)
+
+
+def test_tiny_train_and_generation_workloads_produce_a_table():
+  train = benchmark.Workload("W1", "tiny", num_layers=2, hidden=8, batch=2, steps=3)
+  generation = benchmark.Workload("W3", "tiny", num_layers=1, hidden=8, batch=1, steps=5)
+  rows = []
+  for workload in (train, generation):
+    runners = benchmark.build_runners(workload)
+    assert len(runners) >= (4 if workload is train else 2)
+    benchmark.measure(runners, rounds=2, seconds_per_call_batch=0.01)
+    assert all(len(r.rates) == 2 and min(r.rates) > 0 for r in runners)
+    rows += benchmark.summarise(workload, runners, peak=1e11)
+  table = benchmark.markdown_table(rows, peak=1e11)
+  assert table.count("\n| W1 |") == len([r for r in rows if r.workload == "W1"])
+  reference_rows = [r for r in rows if "teacher-forced" in r.implementation or r.implementation == "pytorch nn.LSTM"]
+  for row in reference_rows:
+    np.testing.assert_allclose(row.ratio, 1.0)
+  fused = next(r for r in rows if r.implementation == "scratch, recurrence=fused_vjp")
+  assert 0 < fused.peak_fraction < 1
+
+
+def test_noisy_rows_are_flagged_in_table_and_targets():
+  quiet = benchmark.Row("W1", "pytorch nn.LSTM", 100.0, 95.0, 105.0, 1.0, 0.5, 0.1)
+  noisy = benchmark.Row("W1", "scratch, recurrence=fused_vjp", 100.0, 40.0, 110.0, 1.2, 0.5, 0.1)
+  assert not benchmark.is_noisy(quiet) and benchmark.is_noisy(noisy)
+  assert "1.20 (noisy)" in benchmark.markdown_table([quiet, noisy], peak=1e11)
+  targets = benchmark.target_lines([quiet, noisy])
+  assert "1.20 (met)" in targets[0] and "WARNING" in targets[-1] and "fused_vjp" in targets[-1]
