@@ -17,6 +17,7 @@ import pathlib
 import shlex
 import subprocess
 import sys
+import time
 
 from absl import app, flags
 
@@ -24,7 +25,9 @@ _CONFIG = flags.DEFINE_string("config", None, "Experiment file with its variant,
                               required=True)
 _SWEEP = flags.DEFINE_string("sweep", None, "Name of the sweep in the experiment file.", required=True)
 _ROOT = flags.DEFINE_string("root", "runs/sweeps", "Directory under which each run gets its workdir.")
-_MODE = flags.DEFINE_enum("mode", "local", ["local", "gpus", "slurm", "tpu"], "How to launch the runs.")
+_MODE = flags.DEFINE_enum("mode", "local", ["local", "gpus", "slurm", "tpu", "population"],
+                          "How to launch the runs; population: the pending runs as one vmapped program "
+                          "(they may differ only in lstm_jax.population.POPULATION_KEYS).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
 _EXTRA = flags.DEFINE_multi_string("set", [], "Extra overrides for every run, e.g. --set train.num_epochs=10.")
 _TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu.")
@@ -46,12 +49,17 @@ class Run:
     return shlex.join(self.command)
 
 
-def load_sweep(config_spec: str, sweep_name: str) -> list[dict[str, object]]:
-  """The override dicts of a sweep: ``experiment.sweep(add, name)`` collected."""
-  path = config_spec.split(":", 1)[0]
+def _load_module(path: str):
   spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_sweep(config_spec: str, sweep_name: str) -> list[dict[str, object]]:
+  """The override dicts of a sweep: ``experiment.sweep(add, name)`` collected."""
+  path = config_spec.split(":", 1)[0]
+  module = _load_module(path)
   if not hasattr(module, "sweep"):
     raise ValueError(f"{path} defines no sweep(add, name); pick an experiment file that does.")
   points: list[dict[str, object]] = []
@@ -69,6 +77,80 @@ def expand(config_spec: str, sweep_name: str, root: str | pathlib.Path, extra: t
     command = ("python", "-m", "lstm_jax.main", f"--config={config_spec}", f"--workdir={workdir}", *overrides)
     runs.append(Run(name, workdir, command))
   return runs
+
+
+def _parse_like(current, text: str):
+  if isinstance(current, bool):
+    return text.lower() in ("1", "true", "yes")
+  if isinstance(current, (int, float)):
+    return type(current)(text)
+  if isinstance(current, tuple):
+    return tuple(t.strip() for t in text.strip("()[]").split(",") if t.strip())
+  return text
+
+
+def run_config(config_spec: str, point: dict[str, object], extra: tuple[str, ...] = ()):
+  """The locked ConfigDict of one run: the experiment's variant, then the sweep point, then ``extra`` overrides."""
+  path, _, arg = config_spec.partition(":")
+  module = _load_module(path)
+  config = module.get_config(arg) if arg else module.get_config()
+  config.lock()
+  for key, value in point.items():
+    _set(config, key, value)
+  for assignment in extra:
+    key, _, text = assignment.partition("=")
+    _set(config, key, _parse_like(_get(config, key), text))
+  return config
+
+
+def _get(config, key: str):
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
+def _set(config, key: str, value) -> None:
+  *parents, leaf = key.split(".")
+  try:
+    target = _get(config, ".".join(parents)) if parents else config
+    target[leaf] = value
+  except (KeyError, AttributeError) as e:
+    raise ValueError(f"Sweep override {key}={value!r} names no config field ({e}); fields are listed in "
+                     f"lstm_jax/config.py.") from e
+
+
+def local_gpus() -> list[str]:
+  """The GPU ids to use: ``CUDA_VISIBLE_DEVICES`` if set, else ``nvidia-smi -L`` (without starting JAX here, which
+  would reserve memory on every GPU)."""
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  if visible:
+    return [g.strip() for g in visible.split(",") if g.strip()]
+  try:
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError) as e:
+    raise SystemExit(f"--mode gpus found no GPU ({e}); use --mode local or set CUDA_VISIBLE_DEVICES.") from e
+  return [str(i) for i, line in enumerate(l for l in listing.splitlines() if l.startswith("GPU"))]
+
+
+def run_per_gpu(runs: list[Run], gpus: list[str], poll_sec: float = 1.0) -> list[str]:
+  """One process per GPU, each seeing only its GPU; a GPU takes the next run as soon as it is free. Returns the
+  names of the runs that failed."""
+  queue, busy, failed = list(runs), {}, []
+  while queue or busy:
+    for gpu in gpus:
+      if gpu in busy or not queue:
+        continue
+      run = queue.pop(0)
+      print(f"== {run.name} on GPU {gpu}", flush=True)
+      env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+      busy[gpu] = (run, subprocess.Popen((sys.executable,) + run.command[1:], env=env))
+    for gpu, (run, process) in list(busy.items()):
+      if process.poll() is not None:
+        del busy[gpu]
+        if process.returncode:
+          failed.append(run.name)
+    time.sleep(poll_sec if busy else 0)
+  return failed
 
 
 def slurm_script(runs: list[Run], root: pathlib.Path) -> str:
@@ -101,14 +183,15 @@ def main(argv):
       print(f"== {run.name}", flush=True)
       subprocess.run((sys.executable,) + run.command[1:], check=True)
   elif _MODE.value == "gpus":
-    import jax  # noqa: PLC0415
-    num_gpus = len(jax.devices("gpu"))
-    for start in range(0, len(pending), num_gpus):
-      processes = [subprocess.Popen((sys.executable,) + run.command[1:], env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu),
-                                                      "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
-                   for gpu, run in enumerate(pending[start:start + num_gpus])]
-      if any(p.wait() for p in processes):
-        raise SystemExit("A run failed; rerun the sweep to resume it.")
+    failed = run_per_gpu(pending, local_gpus())
+    if failed:
+      raise SystemExit(f"Runs failed: {', '.join(failed)}; rerun the sweep to resume them.")
+  elif _MODE.value == "population":
+    from lstm_jax import population  # noqa: PLC0415
+    if pending:
+      points = {run.name: point for run, point in zip(runs, load_sweep(_CONFIG.value, _SWEEP.value))}
+      configs = [run_config(_CONFIG.value, points[run.name], tuple(_EXTRA.value)) for run in pending]
+      population.train_population(configs, [run.workdir for run in pending])
   elif _MODE.value == "slurm":
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.sbatch").write_text(slurm_script(pending, root))

@@ -27,6 +27,7 @@ from lstm_jax import generate as generate_lib
 from lstm_jax import loss as loss_lib
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import model as model_lib
+from lstm_jax import sharding as sharding_lib
 from lstm_jax.data import batching
 from lstm_jax.data import corpora
 
@@ -218,6 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     nll_sum, tokens = jnp.asarray(saved["epoch_sums"]["nll"]), int(saved["epoch_sums"]["tokens"])
     _truncate_metrics(workdir_path / "metrics.jsonl", latest)
     print(f"Resumed from checkpoint step {latest} (epoch {start_epoch}, batch {start_batch}).", flush=True)
+  devices = sharding_lib.data_parallel_mesh(config.data.batch_size)  # one device: placement is a no-op
+  state = sharding_lib.place_train_state(state, devices)
   if jax.process_index() == 0:
     resolved = {"config": config.to_dict(), "vocab_size": len(vocab)}
     (workdir_path / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
@@ -260,10 +263,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if first_batch == 0:
         nll_sum, tokens = jnp.zeros(()), 0
         if carry_state:
-          state = state._replace(carry=model.zero_carry(config.data.batch_size))
+          state = state._replace(carry=sharding_lib.split_leading(model.zero_carry(config.data.batch_size), devices))
       step_losses, first_step = [], int(state.step) + 1
       for index in range(first_batch, len(batches)):
-        inputs, targets = batches[index]
+        inputs, targets = sharding_lib.split_leading(batches[index], devices)
         state, step_metrics = step_fn(state, inputs, targets)
         step_losses.append(step_metrics["nll_sum"])
         nll_sum = nll_sum + step_metrics["nll_sum"]

@@ -49,19 +49,59 @@ def get_config():
   c.train.num_epochs = 2; c.train.generate_every_epochs = 0
   return c
 def sweep(add, name):
-  for cell in ("lstm", "rnn"):
-    for lr in (0.5, 2.0):
-      add(**{{"model.cell": cell, "optimizer.learning_rate": lr}})
+  for cell, lr in (("lstm", 0.5), ("rnn", 2.0)):
+    add(**{{"model.cell": cell, "optimizer.learning_rate": lr}})
 ''')
   command = [sys.executable, "-m", "lstm_jax.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs"]
   env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
   first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
-  assert "4 runs, 0 finished, 4 to run." in first.stdout
+  assert "2 runs, 0 finished, 2 to run." in first.stdout
   again = subprocess.run(command + ["--dry_run"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-  assert again.stdout.count("[done]") == 4
+  assert again.stdout.count("[done]") == 2
   rows, varying = aggregate.collect(tmp_path / "runs" / "lr")
-  assert sorted(varying) == ["model.cell", "optimizer.learning_rate"] and len(rows) == 4
+  assert sorted(varying) == ["model.cell", "optimizer.learning_rate"] and len(rows) == 2
   table = aggregate.markdown_table(rows, varying)
-  assert table.count("\n") == 6 and "| lstm | 0.5 |" in table
+  assert table.count("\n") == 4 and "| lstm | 0.5 |" in table
   aggregate.plot(rows, varying, tmp_path / "plot.png")
   assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_population_mode_trains_pending_points_together_and_aggregates(tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("a cat sat on a mat and a rat sat on a hat. " * 30)
+  experiment = tmp_path / "tiny.py"
+  experiment.write_text(f'''
+from lstm_jax import config as config_lib
+def get_config():
+  c = config_lib.default_config()
+  c.data.corpus = {str(corpus)!r}; c.data.edition = "raw"; c.data.max_tokens = 600; c.data.num_val_tokens = 100
+  c.data.batch_size = 4; c.data.num_steps = 8; c.model.hidden_size = 8
+  c.train.num_epochs = 2; c.train.generate_every_epochs = 0
+  return c
+def sweep(add, name):
+  for lr in (0.5, 1.0, 2.0):
+    add(**{{"optimizer.learning_rate": lr, "optimizer.clip_norm": 1.0}})
+''')
+  command = [sys.executable, "-m", "lstm_jax.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs",
+             "--mode=population", "--set=train.num_epochs=3"]
+  env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+  first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "3 runs, 0 finished, 3 to run." in first.stdout and "population 3" in first.stdout
+  again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
+  assert "3 runs, 3 finished, 0 to run." in again.stdout
+  rows, varying = aggregate.collect(tmp_path / "runs" / "lr")
+  assert varying == ["optimizer.learning_rate"] and len(rows) == 3
+  assert all(r["final.epoch"] == 3 for r in rows)  # the --set override reached every member
+  assert len({r["final.train_perplexity"] for r in rows}) == 3
+
+
+def test_gpu_mode_gives_each_run_one_gpu_without_preallocation(tmp_path):
+  write_env = ("import os, sys; open(sys.argv[1], 'w').write(os.environ['CUDA_VISIBLE_DEVICES'] + ' ' + "
+               "os.environ['XLA_PYTHON_CLIENT_PREALLOCATE']); sys.exit(sys.argv[1].endswith('2'))")
+  runs = [sweep.Run(f"run{i}", tmp_path, ("python", "-c", write_env, str(tmp_path / f"run{i}"))) for i in range(3)]
+  failed = sweep.run_per_gpu(runs, ["3", "5"], poll_sec=0.05)
+  assert failed == ["run2"]
+  seen = [(tmp_path / f"run{i}").read_text().split() for i in range(3)]
+  assert all(prealloc == "false" for _, prealloc in seen)
+  assert {gpu for gpu, _ in seen} == {"3", "5"} and seen[0][0] != seen[1][0]

@@ -1,0 +1,222 @@
+"""Population training: K sweep points that share every shape, trained as ONE jitted program.
+
+The members differ only in ``POPULATION_KEYS`` (learning rate, clipping threshold, seed). Their train states are
+stacked along a leading member axis ``[K, ...]`` and ``train.train_step`` is ``jax.vmap``-ed over it; the learning
+rate and the clipping threshold are per-member arrays in the optimizer state (``optax.inject_hyperparams``), so one
+compiled step serves every member. With several devices the member axis is split over them.
+
+Each member behaves like its own run of ``train.train_and_evaluate``: same initial parameters, same data order
+(per-member seed), same updates, its own workdir with ``config.json``, ``metrics.jsonl`` (ending in a ``"final"``
+record) and a final checkpoint in the single-run layout (``checkpoint.load_params`` reads it, and re-running the
+point as a single run finds it finished). Members whose epochs hold fewer minibatches (another seed's offset) sit
+out the extra steps. An interrupted population restarts from scratch; finished members are not retrained.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pathlib
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lstm_jax import checkpoint as checkpoint_lib
+from lstm_jax import evaluate as evaluate_lib
+from lstm_jax import loss as loss_lib
+from lstm_jax import metrics as metrics_lib
+from lstm_jax import model as model_lib
+from lstm_jax import sharding as sharding_lib
+from lstm_jax import train as train_lib
+from lstm_jax.data import corpora
+
+POPULATION_KEYS = ("seed", "optimizer.learning_rate", "optimizer.clip_norm")
+_IGNORED_KEYS = ("train.", "generate.")  # logging cadence and samples may differ; they do not change the math
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in d.items():
+    out.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+  return out
+
+
+def check_shareable(configs: Sequence[ml_collections.ConfigDict]) -> None:
+  """Raises a ``ValueError`` naming every field, other than ``POPULATION_KEYS``, in which the members differ."""
+  flat = [_flatten(c.to_dict()) for c in configs]
+  differing = sorted(k for k in flat[0] if k not in POPULATION_KEYS and not k.startswith(_IGNORED_KEYS)
+                     and len({json.dumps(f.get(k), default=str) for f in flat}) > 1)
+  differing += sorted(k for k in ("train.num_epochs",) if len({f[k] for f in flat}) > 1)
+  if differing:
+    raise ValueError(f"A population may differ only in {POPULATION_KEYS}; these members also differ in "
+                     f"{differing}. Run those points as separate populations or as single runs.")
+
+
+def member_optimizer(opt_config: ml_collections.ConfigDict):
+  """``factory(learning_rate, clip_norm) -> optax transform`` whose two hyperparameters live in the optimizer
+  state as arrays. ``clip_norm=inf`` means no clipping (``select(norm < inf, g, ...)`` returns ``g``)."""
+  name, weight_decay = opt_config.name, opt_config.weight_decay
+  if name not in train_lib.OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {train_lib.OPTIMIZERS} (--config.optimizer.name).")
+
+  def factory(learning_rate, clip_norm):
+    if name == "sgd":
+      base = optax.sgd(learning_rate)
+    elif name == "momentum":
+      base = optax.sgd(learning_rate, momentum=0.9)
+    elif name == "adamw":
+      base = optax.adamw(learning_rate, weight_decay=weight_decay)
+    else:
+      base = getattr(optax, name)(learning_rate)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), base)
+
+  return optax.inject_hyperparams(factory)
+
+
+def single_run_opt_state(member_opt_state: Any, clip_norm: float) -> Any:
+  """The optimizer state ``train.make_optimizer`` would hold: the inner chain, without the clip stage if off."""
+  inner = member_opt_state.inner_state
+  return inner if clip_norm > 0 else inner[1]
+
+
+def _member(tree: Any, k: int) -> Any:
+  return jax.tree.map(lambda x: x[k], tree)
+
+
+class Population:
+  """The compiled pieces of a population: ``init() -> states [K, ...]`` and ``step(states, inputs_KBT,
+  targets_KBT, active_K) -> (states, metrics [K])``."""
+
+  def __init__(self, configs: Sequence[ml_collections.ConfigDict], vocab_size: int, devices=None):
+    check_shareable(configs)
+    base = configs[0]
+    self.size = len(configs)
+    self.model = model_lib.from_config(base.model, vocab_size)
+    self.carry_state = base.data.sampling == "sequential"
+    self.mesh = sharding_lib.mesh(devices, axis_name="population")
+    self.factory = member_optimizer(base.optimizer)
+    self.seeds = np.asarray([c.seed for c in configs], np.int32)
+    self.learning_rates = np.asarray([c.optimizer.learning_rate for c in configs], np.float32)
+    self.clip_norms = np.asarray([c.optimizer.clip_norm if c.optimizer.clip_norm > 0 else math.inf
+                                  for c in configs], np.float32)
+    step = functools.partial(train_lib.train_step, model=self.model, optimizer=self.factory(0.0, 0.0),
+                             carry_state=self.carry_state)  # update() reads each member's values from its state
+
+    def masked_step(state, inputs_BT, targets_BT, active):
+      new_state, metrics = step(state, inputs_BT, targets_BT)
+      keep = lambda new, old: jnp.where(active, new, old)
+      new_state = new_state._replace(params=jax.tree.map(keep, new_state.params, state.params),
+                                     opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
+                                     step=keep(new_state.step, state.step),
+                                     carry=jax.tree.map(keep, new_state.carry, state.carry))
+      return new_state, jax.tree.map(lambda m: jnp.where(active, m, 0.0), metrics)
+
+    self._step = jax.jit(jax.vmap(masked_step), donate_argnums=0)
+    batch_size = base.data.batch_size
+
+    def init_member(seed, learning_rate, clip_norm):
+      return train_lib.create_train_state(self.model, self.factory(learning_rate, clip_norm), seed, batch_size)
+
+    self._init = jax.jit(jax.vmap(init_member))
+
+  def place(self, tree: Any) -> Any:
+    return sharding_lib.split_leading(tree, self.mesh)
+
+  def init(self) -> train_lib.TrainState:
+    return self.place(self._init(*self.place((self.seeds, self.learning_rates, self.clip_norms))))
+
+  def step(self, states, inputs_KBT, targets_KBT, active_K):
+    return self._step(states, *self.place((inputs_KBT, targets_KBT, active_K)))
+
+  def zero_carry(self, batch_size: int):
+    return self.place(jax.tree.map(lambda x: jnp.broadcast_to(x, (self.size, *x.shape)),
+                                   self.model.zero_carry(batch_size)))
+
+
+def stack_epoch(epochs: Sequence[list], index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Minibatch ``index`` of every member's epoch, stacked ``[K, B, T]``; members past their last batch get a
+  stand-in batch and ``active=False``."""
+  present = [e[index] for e in epochs if index < len(e)]
+  if len({b[0].shape for b in present}) > 1:
+    raise ValueError("Population members' minibatches differ in shape; give them the same data settings.")
+  stand_in = present[0]
+  batches = [e[index] if index < len(e) else stand_in for e in epochs]
+  return (np.stack([b[0] for b in batches]), np.stack([b[1] for b in batches]),
+          np.asarray([index < len(e) for e in epochs]))
+
+
+def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | pathlib.Path],
+                     devices=None) -> list[dict[str, Any]]:
+  """Trains every config (one member each) together; writes each member's workdir; returns their final records."""
+  if len(configs) != len(workdirs) or not configs:
+    raise ValueError("Pass one workdir per config (and at least one config).")
+  base = configs[0]
+  corpus = corpora.load(base.data)
+  vocab = corpus.vocab
+  population = Population(configs, len(vocab), devices)
+  paths = [train_lib._prepare_workdir(str(w)) for w in workdirs]
+  for config, path in zip(configs, paths):
+    (path / "metrics.jsonl").unlink(missing_ok=True)  # an interrupted population restarts from scratch
+    if jax.process_index() == 0:
+      resolved = {"config": config.to_dict(), "vocab_size": len(vocab), "population_size": population.size}
+      (path / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
+  writers = [metrics_lib.MetricWriter(path) for path in paths]
+  val_batches = train_lib._validation_batches(base, corpus)
+  states = population.init()
+  num_epochs = base.train.num_epochs
+  records: list[dict[str, Any]] = [{} for _ in configs]
+  tokens_since_log, time_of_log, start = 0, time.perf_counter(), time.perf_counter()
+  for epoch in range(1, num_epochs + 1):
+    epochs = [train_lib._epoch(config, corpus, epoch) for config in configs]
+    if population.carry_state:
+      states = states._replace(carry=population.zero_carry(base.data.batch_size))
+    nll_sums = jnp.zeros((population.size,))
+    tokens = np.zeros(population.size, np.int64)
+    for index in range(max(len(e) for e in epochs)):
+      inputs, targets, active = stack_epoch(epochs, index)
+      states, metrics = population.step(states, inputs, targets, active)
+      nll_sums = nll_sums + metrics["nll_sum"]
+      tokens += active * targets[0].size
+      tokens_since_log += targets[0].size
+    train_nlls = np.asarray(nll_sums) / tokens
+    log_now = train_lib._due(epoch, base.train.log_every_epochs, num_epochs)
+    if log_now:
+      now = time.perf_counter()
+      tokens_per_sec, tokens_since_log, time_of_log = tokens_since_log / (now - time_of_log), 0, now
+    evaluate_now = val_batches and train_lib._due(epoch, base.train.eval_every_epochs, num_epochs)
+    for k in range(population.size):
+      train_nll = float(train_nlls[k])
+      record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
+      if evaluate_now and math.isfinite(train_nll):
+        evaluation = evaluate_lib.evaluate_batches(population.model, _member(states.params, k), val_batches,
+                                                   carry_state=population.carry_state)
+        record.update(evaluation.as_dict("val_"))
+      if log_now:
+        record["tokens_per_sec"] = tokens_per_sec  # each member's own tokens; all members advance together
+      record["elapsed_sec"] = time.perf_counter() - start
+      writers[k].write(int(states.step[k]), record)
+      records[k] = record
+    if log_now:
+      best = int(np.nanargmin(np.where(np.isfinite(train_nlls), train_nlls, np.nan))) \
+          if np.isfinite(train_nlls).any() else 0
+      print(f"epoch {epoch:4d}  population {population.size}  perplexity min {records[best]['train_perplexity']:.4f}"
+            f" (member {best})  member tokens/s {tokens_per_sec:,.0f}", flush=True)
+  wall_time = time.perf_counter() - start
+  for k, (config, path) in enumerate(zip(configs, paths)):
+    member = _member(states, k)
+    member = member._replace(opt_state=single_run_opt_state(member.opt_state, config.optimizer.clip_norm))
+    perplexity = records[k].get("val_perplexity", records[k]["train_perplexity"])
+    checkpointer = checkpoint_lib.Checkpointer(path, keep=config.train.keep_checkpoints)
+    saved = train_lib._saved_state(member, num_epochs + 1, 0, jnp.zeros(()), 0)
+    checkpointer.save(int(member.step), saved, config, vocab, perplexity if math.isfinite(perplexity) else None)
+    checkpointer.close()
+    records[k] = {**records[k], "wall_time_sec": wall_time, "population_size": population.size}
+    writers[k].write(int(member.step), {"final": 1, **records[k]})
+    writers[k].close()
+  return records
