@@ -3,7 +3,9 @@
 ``LibraryLanguageModel`` has the interface of ``lstm_jax.model.LanguageModel`` (``init``, ``apply``,
 ``zero_carry``), so the train loop, evaluator and generator use it unchanged. Cells: ``lstm`` -> ``nn.LSTMCell``
 (or ``nn.OptimizedLSTMCell`` with ``optimized=True``), ``gru_reset_after`` / ``gru`` -> ``nn.GRUCell`` (Flax's GRU
-applies the reset gate after the recurrent matmul), ``rnn`` -> ``nn.SimpleCell``. Parameters::
+applies the reset gate after the recurrent matmul), ``rnn`` -> ``nn.SimpleCell`` (tanh), ``rnn_relu`` ->
+``nn.SimpleCell`` with ReLU (the default activation of Gluon's ``rnn.RNN``, which the MXNet books' concise RNN
+rows used; library model only). Parameters::
 
     {"layers": (flax cell params, ...), "head": {"W": [H, V], "b": [V]}}
 
@@ -24,7 +26,7 @@ from lstm_jax import convert
 from lstm_jax.cells import initializers
 
 _TO_FLAX = {"lstm": convert.to_flax_lstm, "gru_reset_after": convert.to_flax_gru, "gru": convert.to_flax_gru,
-            "rnn": convert.to_flax_simple}
+            "rnn": convert.to_flax_simple, "rnn_relu": convert.to_flax_simple}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +36,7 @@ class LibraryLanguageModel:
   num_layers: int = 1
   cell: str = "lstm"
   optimized: bool = False       # lstm: nn.OptimizedLSTMCell instead of nn.LSTMCell
-  init_scheme: str = "flax"     # "flax": Flax's default initializers; "d2l": every weight re-drawn from N(0, 0.01)
+  init_scheme: str = "flax"     # flax: Flax's defaults | d2l: N(0, 0.01) weights (Gluon) | pytorch: U(+-1/sqrt(H))
   dropout: float = 0.0
   unroll: int = 1
 
@@ -43,9 +45,9 @@ class LibraryLanguageModel:
       return (nn.OptimizedLSTMCell if self.optimized else nn.LSTMCell)(features=self.hidden_size)
     if self.cell in ("gru", "gru_reset_after"):
       return nn.GRUCell(features=self.hidden_size)
-    if self.cell == "rnn":
-      return nn.SimpleCell(features=self.hidden_size)
-    raise ValueError(f"No Flax library cell for {self.cell!r}; choose lstm, gru, gru_reset_after or rnn.")
+    if self.cell in ("rnn", "rnn_relu"):
+      return nn.SimpleCell(features=self.hidden_size, activation_fn=nn.relu if self.cell == "rnn_relu" else nn.tanh)
+    raise ValueError(f"No Flax library cell for {self.cell!r}; choose lstm, gru, gru_reset_after, rnn or rnn_relu.")
 
   def _rnn(self) -> nn.RNN:
     return nn.RNN(self._cell(), return_carry=True, unroll=self.unroll)
@@ -55,11 +57,7 @@ class LibraryLanguageModel:
     layers, input_size = [], self.vocab_size
     for k in keys[:-1]:
       params = self._rnn().init(k, jnp.zeros((1, 1, input_size)))["params"]["cell"]
-      if self.init_scheme == "d2l":  # Gluon-era concise models: init.Normal(0.01) on weights, zero biases
-        leaves, treedef = jax.tree.flatten_with_path(params)
-        params = jax.tree.unflatten(treedef, [
-            jnp.zeros_like(v) if path[-1].key == "bias" else 0.01 * jax.random.normal(jax.random.fold_in(k, i), v.shape)
-            for i, (path, v) in enumerate(leaves)])
+      params = self._redraw(k, params)
       layers.append(params)
       input_size = self.hidden_size
     kernel_init, bias_init = initializers.dense_initializers(self.init_scheme, self.hidden_size)
@@ -67,6 +65,24 @@ class LibraryLanguageModel:
     return {"layers": tuple(layers),
             "head": {"W": kernel_init(k_w, (self.hidden_size, self.vocab_size), jnp.float32),
                      "b": bias_init(k_b, (self.vocab_size,), jnp.float32)}}
+
+  def _redraw(self, key: jax.Array, params: Any) -> Any:
+    """The book's concise inits over Flax's defaults: ``d2l`` (Gluon's ``init.Normal(0.01)`` on weights, zero
+    biases), ``pytorch`` (``torch.nn``'s U(+-1/sqrt(H)) on every weight and bias); ``flax`` keeps Flax's own."""
+    if self.init_scheme == "flax":
+      return params
+    if self.init_scheme not in ("d2l", "pytorch"):
+      raise ValueError(f"Unknown init scheme {self.init_scheme!r} for the library model; choose flax, d2l or pytorch.")
+    leaves, treedef = jax.tree.flatten_with_path(params)
+    bound = 1.0 / self.hidden_size ** 0.5
+
+    def draw(i, path, v):
+      k = jax.random.fold_in(key, i)
+      if self.init_scheme == "pytorch":
+        return jax.random.uniform(k, v.shape, v.dtype, -bound, bound)
+      return jnp.zeros_like(v) if path[-1].key == "bias" else 0.01 * jax.random.normal(k, v.shape, v.dtype)
+
+    return jax.tree.unflatten(treedef, [draw(i, path, v) for i, (path, v) in enumerate(leaves)])
 
   def zero_carry(self, batch_size: int, dtype=jnp.float32):
     return tuple(self._cell().initialize_carry(jax.random.key(0), (batch_size, self.vocab_size if i == 0 else

@@ -1,4 +1,10 @@
-"""Every shipped experiment file and variant loads and builds its model (no training): a broken config fails CI."""
+"""Every shipped experiment file, every variant and every point of every sweep loads and builds its model (no
+training): a broken experiment file fails CI. Files are discovered, not listed, so new ones are covered.
+
+Variants come from the file's ``VARIANTS`` (a list of ``key=value,...`` strings) or, for the book-table files, the
+``(model, impl)`` keys of ``ROWS`` / ``CELLS``; sweeps from ``SWEEPS`` (names passed to ``sweep(add, name)``) or a
+bare ``sweep(add)``.
+"""
 
 import importlib.util
 import pathlib
@@ -7,6 +13,7 @@ import jax
 import pytest
 
 from lstm_jax import model as model_lib
+from lstm_jax import sweep as sweep_lib
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
@@ -19,27 +26,64 @@ def _load(path):
 
 
 def _variants(module):
+  if hasattr(module, "VARIANTS"):
+    return list(module.VARIANTS)
   rows = getattr(module, "ROWS", None) or getattr(module, "CELLS", None)
   if rows:
     return [f"model={m},impl={i}" for m, i in rows]
   return [None]
 
 
-CASES = [(path, arg) for path in sorted(EXPERIMENTS.glob("*.py")) if path.stem != "__init__"
-         for arg in _variants(_load(path))]
+def _sweep_names(module):
+  if not hasattr(module, "sweep"):
+    return []
+  return list(getattr(module, "SWEEPS", None) or [None])
+
+
+FILES = [path for path in sorted(EXPERIMENTS.glob("*.py")) if path.stem != "__init__"]
+CASES = [(path, arg) for path in FILES for arg in _variants(_load(path))]
+SWEEPS = [(path, name) for path in FILES for name in _sweep_names(_load(path))]
+
+
+def _check_builds(config):
+  model = model_lib.from_config(config.model, 50)
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  assert jax.tree.leaves(shapes)
+  assert config.optimizer.name and config.train.num_epochs > 0 and config.data.batch_size > 0
 
 
 @pytest.mark.parametrize("path, arg", CASES, ids=[f"{p.stem}:{a}" for p, a in CASES])
 def test_experiment_loads_and_builds(path, arg):
   config = _load(path).get_config(arg) if arg else _load(path).get_config()
   config.lock()
-  model = model_lib.from_config(config.model, 50)
-  shapes = jax.eval_shape(model.init, jax.random.key(0))
-  assert jax.tree.leaves(shapes)
-  assert config.optimizer.name and config.train.num_epochs > 0
+  _check_builds(config)
+
+
+@pytest.mark.parametrize("path, name", SWEEPS, ids=[f"{p.stem}:{n}" for p, n in SWEEPS])
+def test_every_sweep_point_loads_and_builds_for_every_variant(path, name, tmp_path):
+  module = _load(path)
+  points = []
+  if name is None:
+    module.sweep(lambda **overrides: points.append(overrides))
+  else:
+    module.sweep(lambda **overrides: points.append(overrides), name)
+  assert points, f"{path.name}: sweep {name!r} adds no points"
+  for arg in _variants(module):
+    spec = f"{path}:{arg}" if arg else str(path)
+    for point in points:
+      config = sweep_lib.run_config(spec, point)  # raises on an override that names no config field
+      _check_builds(config)
+    if name is not None:
+      runs = sweep_lib.expand(spec, name, tmp_path)
+      assert len({run.workdir for run in runs}) == len(points), "two points of a sweep share a workdir"
 
 
 def test_bad_variant_is_a_clear_error():
   module = _load(EXPERIMENTS / "d2l_2019.py")
   with pytest.raises(ValueError, match="keys from"):
     module.get_config("modle=lstm")
+
+
+def test_bad_sweep_override_is_a_clear_error():
+  with pytest.raises(ValueError, match="names no config field"):
+    sweep_lib.run_config(str(EXPERIMENTS / "lstm.py"), {"model.hiden_size": 8})

@@ -47,3 +47,30 @@ def test_config_selects_the_library_model():
   config.model.implementation = "keras"
   with pytest.raises(ValueError, match="model.implementation"):
     model_lib.from_config(config.model, 7)
+
+
+def test_pytorch_init_scheme_redraws_every_cell_param_uniformly():
+  model = library_model.LibraryLanguageModel(vocab_size=7, hidden_size=64, cell="gru_reset_after",
+                                             init_scheme="pytorch")
+  bound = 1.0 / 64 ** 0.5
+  for leaf in jax.tree.leaves(model.init(jax.random.key(0))["layers"]):
+    assert float(jnp.max(jnp.abs(leaf))) <= bound
+    assert abs(float(jnp.std(leaf)) - bound / 3 ** 0.5) < 0.25 * bound  # U(-b, b) has std b / sqrt(3)
+  with pytest.raises(ValueError, match="init scheme"):
+    library_model.LibraryLanguageModel(vocab_size=7, hidden_size=4, init_scheme="glorot").init(jax.random.key(0))
+
+
+def test_rnn_relu_is_gluons_relu_elman_rnn():
+  """Gluon's rnn.RNN defaults to ReLU: h_t = relu(x_t W_x + b + h_{t-1} W_h), checked against NumPy."""
+  model = library_model.LibraryLanguageModel(vocab_size=5, hidden_size=3, cell="rnn_relu", init_scheme="pytorch")
+  params = model.init(jax.random.key(2))
+  tokens = np.array([[0, 3, 1, 4], [2, 2, 0, 1]])
+  logits, (h_last,) = model.apply(params, jnp.asarray(tokens))
+  cell = {k: np.asarray(v["kernel"], np.float64) for k, v in params["layers"][0].items()}
+  bias = np.asarray(params["layers"][0]["i"]["bias"], np.float64)
+  h = np.zeros((2, 3))
+  for t in range(tokens.shape[1]):
+    h = np.maximum(np.eye(5)[tokens[:, t]] @ cell["i"] + bias + h @ cell["h"], 0.0)
+  np.testing.assert_allclose(h_last, h, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logits[:, -1], h @ np.asarray(params["head"]["W"]) + np.asarray(params["head"]["b"]),
+                             rtol=1e-5, atol=1e-6)

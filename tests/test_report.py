@@ -1,0 +1,93 @@
+"""The report command: row selection, summaries and verdicts, RESULTS.md and plots from tiny fake workdirs."""
+
+import json
+import math
+
+import pytest
+
+from lstm_jax import report
+
+
+def _fake_run(workdir, curve, val=None, wall=12.0, speed=1000.0):
+  """A finished run's metrics.jsonl as train.train_and_evaluate writes it: epoch records, then a final one."""
+  workdir.mkdir(parents=True)
+  records = []
+  for epoch, ppl in curve.items():
+    record = {"step": epoch * 8, "epoch": epoch, "train_loss": math.log(ppl), "train_perplexity": ppl,
+              "tokens_per_sec": speed, "elapsed_sec": float(epoch)}
+    if val is not None:
+      record["val_perplexity"] = val[epoch]
+    records.append(record)
+  records.append({**records[-1], "final": 1, "wall_time_sec": wall})
+  (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+
+
+def test_every_row_has_a_loadable_config_with_the_books_epochs():
+  for row in report.ROWS.values():
+    config = report.load_config(row.experiment)
+    assert config.train.num_epochs == max(row.book), row.name
+
+
+def test_select_rows_by_table_name_and_pattern():
+  assert [r.name for r in report.select_rows("tm2019")] == [
+      n for n, r in report.ROWS.items() if r.table == "tm2019" and not r.slow]
+  assert [r.name for r in report.select_rows("jaychou_lstm_*,tm2019_deep_lstm_concise")] == [
+      "jaychou_lstm_scratch", "jaychou_lstm_concise", "tm2019_deep_lstm_concise"]
+  assert len(report.select_rows("all")) == sum(not r.slow for r in report.ROWS.values())
+  with pytest.raises(ValueError, match="No row matches 'tm2020'"):
+    report.select_rows("tm2020")
+
+
+def test_unfinished_run_is_not_read(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 8, "epoch": 1, "train_perplexity": 9.0}) + "\n")
+  assert report.read_run(tmp_path) is None
+  assert report.read_run(tmp_path / "missing") is None
+
+
+def test_summary_statistics_and_verdicts(tmp_path):
+  row = report.ROWS["tm2019_lstm_scratch"]  # book @160 1.322, no spread: reproduced up to 1.1 * 1.322
+  for seed, final in enumerate([1.30, 1.40, 1.50]):
+    _fake_run(tmp_path / f"seed{seed}", {40: 8.0, 80: 4.0, 120: 2.0, 160: final}, wall=10.0 + seed)
+  runs = [report.read_run(tmp_path / f"seed{s}") for s in range(3)]
+  summary = report.summarise(row, runs)
+  mean, std = summary["at_epochs"][160]
+  assert mean == pytest.approx(1.40) and std == pytest.approx(0.1)
+  assert summary["wall_time_sec"][0] == pytest.approx(11.0)
+  assert summary["verdict"] == "reproduced"           # 1.40 <= 1.454
+  assert report.summarise(row, runs[2:])["verdict"] == "NOT reproduced"   # 1.50 > 1.454
+
+  decimals_row = report.ROWS["tm0x_lstm_scratch"]      # book 1.1, spread top 1.4, printed to one decimal
+  assert report.verdict(decimals_row, (1.44, 0.0), None) == "reproduced"  # prints as 1.4
+  assert report.verdict(decimals_row, (1.46, 0.0), None) == "NOT reproduced"
+  val_row = report.ROWS["tm1x_lstm_scratch"]           # train spread top 6.90, val spread top 7.51
+  assert report.verdict(val_row, (6.5, 0.0), (7.4, 0.0)) == "reproduced"
+  assert report.verdict(val_row, (6.5, 0.0), (7.6, 0.0)) == "NOT reproduced"
+  assert report.verdict(val_row, (6.5, 0.0), None) == "NOT reproduced"
+
+
+def test_report_files_from_fake_workdirs(tmp_path):
+  rows = report.select_rows("tm2019_lstm_*,tm1x_gru_scratch")
+  runs = {}
+  for row in rows:
+    curve = {e: 10.0 / e ** 0.3 for e in range(1, max(row.book) + 1)}
+    val = {e: v + 1.0 for e, v in curve.items()} if row.book_val else None
+    workdir = report.workdir_of(tmp_path / "runs", row, 0)
+    _fake_run(workdir, curve, val)
+    runs[row.name] = [report.read_run(workdir)]
+  library = [{"cell": "lstm", "implementation": "flax", "steps": 3, "scratch_losses": [3.7, 3.6, 3.5],
+              "library_losses": [3.7, 3.6, 3.5], "max_rel_diff": 0.0, "scratch_tokens_per_sec": 10.0,
+              "library_tokens_per_sec": 5.0}]
+  out = tmp_path / "out"
+  summaries = report.write_report(rows, runs, out, {"tm2019_lstm_scratch": ["time traveller abc"]}, library)
+  text = (out / "RESULTS.md").read_text()
+  for row in rows:
+    assert row.name in text
+  assert f"{report.ROWS['tm2019_lstm_scratch'].book[160]:.3f}" in text   # the book's number, 1.322
+  assert f"{10.0 / 160 ** 0.3:.3f}" in text                               # ours at the book's epoch
+  assert "time traveller abc" in text and "| lstm | flax | 3 |" in text
+  assert summaries["tm1x_gru_scratch"]["val"][0] == pytest.approx(10.0 / 50 ** 0.3 + 1.0)
+  for table in ("tm2019", "tm1x"):
+    png = out / f"{table}.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size < 150_000
+  assert not (out / "jaychou.png").exists()
+  assert json.loads((out / "summary.json").read_text())["tm2019_lstm_concise"]["seeds"] == 1
