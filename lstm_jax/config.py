@@ -14,11 +14,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0                           # seeds init, data order (offsets, shuffles), dropout and sampling
 
   c.data = ml_collections.ConfigDict()
-  c.data.corpus = "timemachine"        # "timemachine", "jaychou", or a path to a UTF-8 text file
+  c.data.corpus = "timemachine"        # "timemachine", "jaychou", or a path to a UTF-8 text file or directory
   c.data.edition = "d2l_2019"          # preprocessing + batching rules: d2l_zh1 | d2l_2019 | d2l_0x | d2l_1x | raw
+  c.data.tokens = "char"               # raw edition: char | word (whitespace-separated words)
   c.data.data_dir = ""                 # directory holding the corpus files (else $LSTM_JAX_DATA_DIR, cache, download)
   c.data.max_tokens = 10000            # keep the first N tokens for training (<= 0: all)
   c.data.num_val_tokens = 0            # the next N tokens form a validation stream (0: none; d2l_1x: see windows)
+  c.data.val_fraction = 0.0            # raw edition: hold out this last fraction of the text (overrides the two above)
   c.data.sampling = "sequential"       # random | sequential (state carried across minibatches) | windows (d2l 1.x)
   c.data.batch_size = 32               # sequences per minibatch
   c.data.num_steps = 35                # time steps per sequence (truncated BPTT length)
@@ -56,6 +58,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.generate = ml_collections.ConfigDict()
   c.generate.prefixes = ("traveller", "time traveller")  # the book's prefixes for this corpus
   c.generate.num_tokens = 50           # tokens generated after each prefix
+  c.generate.method = "greedy"         # greedy (the book) | sample (with top_k > 0: among the k most likely)
+  c.generate.temperature = 1.0         # sample: logits divided by this
+  c.generate.top_k = 0                 # sample: only the k most likely tokens (0: all)
   return c
 
 

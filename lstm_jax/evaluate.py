@@ -68,3 +68,23 @@ def evaluate_ids(model: LanguageModel, params: Any, ids: np.ndarray, batch_size:
                  num_steps: int = 35) -> Evaluation:
   """Perplexity of a token stream ``[n]``: every target once, the state carried along ``batch_size`` rows."""
   return evaluate_batches(model, params, batching.evaluation_batches(ids, batch_size, num_steps), carry_state=True)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _padded_sums(model: LanguageModel, params: Any, inputs_BT, targets_BT, seq_lengths_B):
+  logits, _ = model.apply(params, inputs_BT, seq_lengths=seq_lengths_B)
+  valid_BT = loss_lib.valid_mask(seq_lengths_B, targets_BT.shape[1])
+  nll = jnp.where(valid_BT, loss_lib.token_nll(logits, targets_BT), 0.0)
+  return jnp.sum(nll), jnp.sum(nll * nll), jnp.sum(valid_BT)
+
+
+def evaluate_padded(model: LanguageModel, params: Any, inputs_BT, targets_BT, seq_lengths_B) -> Evaluation:
+  """Token-mean NLL of a padded batch of independent sequences ``[B, T]`` (each from a zero state); the steps
+  at and after ``seq_lengths [B]`` are ignored."""
+  nll_sum, sq_sum, count = (float(x) for x in _padded_sums(model, params, jnp.asarray(inputs_BT),
+                                                           jnp.asarray(targets_BT), jnp.asarray(seq_lengths_B)))
+  if count == 0:
+    raise ValueError("Nothing to evaluate: every sequence length is 0.")
+  mean = nll_sum / count
+  variance = max(sq_sum / count - mean * mean, 0.0)
+  return Evaluation(mean_nll=mean, stderr_nll=math.sqrt(variance / count), num_tokens=int(count))

@@ -8,7 +8,7 @@ token is chosen from the model's output and fed back. ``greedy`` takes the argma
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +35,19 @@ def choose_next(logits_BV: jax.Array, key: jax.Array, method: str, temperature: 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_tokens", "method", "top_k"))
 def generate_ids(model: LanguageModel, params: Any, prefix_BP: jax.Array, key: jax.Array, *, num_tokens: int,
-                 method: str = "greedy", temperature: float = 1.0, top_k: int = 0) -> jax.Array:
-  """Prefix ids ``[B, P]`` -> ``num_tokens`` generated ids ``[B, num_tokens]``, all in one compiled program."""
-  logits_BPV, carry = model.apply(params, prefix_BP)
+                 method: str = "greedy", temperature: float = 1.0, top_k: int = 0,
+                 prefix_lengths: jax.Array | None = None) -> jax.Array:
+  """Prefix ids ``[B, P]`` -> ``num_tokens`` generated ids ``[B, num_tokens]``, all in one compiled program.
+
+  ``prefix_lengths [B]``: prefixes of different lengths, padded at the end to ``P``; each row continues from its
+  own last valid token (scratch models only).
+  """
+  if prefix_lengths is None:
+    logits_BPV, carry = model.apply(params, prefix_BP)
+    last_logits_BV = logits_BPV[:, -1]
+  else:
+    logits_BPV, carry = model.apply(params, prefix_BP, seq_lengths=prefix_lengths)
+    last_logits_BV = jnp.take_along_axis(logits_BPV, (jnp.asarray(prefix_lengths) - 1)[:, None, None], axis=1)[:, 0]
 
   def step(state, key):
     logits_BV, carry = state
@@ -45,7 +55,7 @@ def generate_ids(model: LanguageModel, params: Any, prefix_BP: jax.Array, key: j
     logits_B1V, carry = model.apply(params, token_B[:, None], carry)
     return (logits_B1V[:, 0], carry), token_B
 
-  _, tokens_NB = jax.lax.scan(step, (logits_BPV[:, -1], carry), jax.random.split(key, num_tokens))
+  _, tokens_NB = jax.lax.scan(step, (last_logits_BV, carry), jax.random.split(key, num_tokens))
   return tokens_NB.T
 
 
@@ -58,3 +68,21 @@ def generate_text(model: LanguageModel, params: Any, vocab: Vocab, prefix: str, 
                      method=method, temperature=temperature, top_k=top_k)
   return prefix + vocab.separator + vocab.decode(np.asarray(ids[0])) if vocab.separator else \
       prefix + vocab.decode(np.asarray(ids[0]))
+
+
+def generate_texts(model: LanguageModel, params: Any, vocab: Vocab, prefixes: Sequence[str], num_tokens: int, *,
+                   method: str = "greedy", temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> list[str]:
+  """Several prefixes (any lengths) continued together as one batch: one compiled program for all of them."""
+  token_lists = [list(p) if vocab.separator == "" else p.split(vocab.separator) for p in prefixes]
+  if not prefixes or min(len(t) for t in token_lists) == 0:
+    raise ValueError("Every prefix needs at least one token; pass non-empty prefixes.")
+  width = max(len(t) for t in token_lists)
+  ids_BP = np.zeros((len(prefixes), width), np.int32)
+  for row, tokens in enumerate(token_lists):
+    ids_BP[row, :len(tokens)] = vocab.encode(tokens)
+  lengths = np.asarray([len(t) for t in token_lists], np.int32)
+  ids = np.asarray(generate_ids(model, params, jnp.asarray(ids_BP), jax.random.key(seed), num_tokens=num_tokens,
+                                method=method, temperature=temperature, top_k=top_k,
+                                prefix_lengths=jnp.asarray(lengths)))
+  return [prefix + vocab.separator + vocab.decode(row) if vocab.separator else prefix + vocab.decode(row)
+          for prefix, row in zip(prefixes, ids)]

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import cells
+from lstm_jax import variable_length
 
 Params = dict[str, jax.Array]
 
@@ -95,7 +96,8 @@ class RecurrentLayer(nn.Module):
   carry_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, xs: jax.Array, carry=None):
+  def __call__(self, xs: jax.Array, carry=None, seq_lengths: jax.Array | None = None):
+    """``seq_lengths [batch]``: a batch padded at the end; padded steps output zeros and leave the carry as is."""
     if xs.ndim != 3:
       layout = "[time, batch, features]" if self.time_major else "[batch, time, features]"
       raise ValueError(f"RecurrentLayer expects inputs {layout}, got shape {xs.shape}; "
@@ -105,7 +107,12 @@ class RecurrentLayer(nn.Module):
     xs_TBI = xs if self.time_major else jnp.swapaxes(xs, 0, 1)
     if carry is None:
       carry = _zero_carry(self.cell, (xs_TBI.shape[1],), self.hidden_size, self.carry_dtype)
-    carry, hs_TBH = family.recurrence(params, family.project_inputs(params, xs_TBI), carry, unroll=self.unroll)
+    xproj_TBG = family.project_inputs(params, xs_TBI)
+    if seq_lengths is None:
+      carry, hs_TBH = family.recurrence(params, xproj_TBG, carry, unroll=self.unroll)
+    else:
+      carry, hs_TBH = variable_length.masked_recurrence(family.recurrence, params, xproj_TBG, carry, seq_lengths,
+                                                        unroll=self.unroll)
     return carry, (hs_TBH if self.time_major else jnp.swapaxes(hs_TBH, 0, 1))
 
   @nn.nowrap

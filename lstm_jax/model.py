@@ -13,12 +13,14 @@ gather ``W_x[tokens]``, which is what the first layer's hoisted input projection
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from lstm_jax import cells
+from lstm_jax import variable_length
 from lstm_jax.cells import initializers
 from lstm_jax.cells import lstm_fast
 
@@ -69,7 +71,11 @@ class LanguageModel:
       params["embed"] = jax.random.normal(keys[-1], (self.vocab_size, self.embed_dim)) * 0.01 \
           if self.init_scheme == "d2l" else jax.random.normal(keys[-1], (self.vocab_size, self.embed_dim))
       input_size = self.embed_dim
-    layer_kwargs = {"forget_bias": self.forget_bias} if self.cell == "lstm" else {}
+    takes_forget_bias = "forget_bias" in inspect.signature(self.family.init_params).parameters
+    if self.forget_bias and not takes_forget_bias:
+      raise ValueError(f"model.forget_bias={self.forget_bias} needs a cell with a forget gate, not {self.cell!r}; "
+                       f"set --config.model.forget_bias=0.")
+    layer_kwargs = {"forget_bias": self.forget_bias} if takes_forget_bias else {}
     layers = []
     for k in keys[:self.num_layers]:
       layers.append(self.family.init_params(k, input_size, self.hidden_size, self.init_scheme, **layer_kwargs))
@@ -85,18 +91,23 @@ class LanguageModel:
     return tuple(self.family.zero_carry(batch_size, self.hidden_size, dtype) for _ in range(self.num_layers))
 
   def apply(self, params: dict[str, Any], tokens_BT: jax.Array, carry: Carry | None = None, *,
-            dropout_rng: jax.Array | None = None) -> tuple[jax.Array, Carry]:
-    """Tokens ``[B, T]`` (int) -> ``(logits [B, T, V], final carry)``. Dropout only when ``dropout_rng`` is given."""
+            dropout_rng: jax.Array | None = None,
+            seq_lengths: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+    """Tokens ``[B, T]`` (int) -> ``(logits [B, T, V], final carry)``. Dropout only when ``dropout_rng`` is given.
+
+    ``seq_lengths [B]``: a padded batch; the carry returned is each sequence's last valid one and the hidden
+    states at padded steps are zero (their logits are the head's bias: mask them out of any loss).
+    """
     batch_size = tokens_BT.shape[0]
     if carry is None:
       carry = self.zero_carry(batch_size)
     tokens_TB = tokens_BT.T
-    hs_TBH, new_carry = self.hidden_states(params, tokens_TB, carry, dropout_rng)
+    hs_TBH, new_carry = self.hidden_states(params, tokens_TB, carry, dropout_rng, seq_lengths)
     logits_TBV = hs_TBH @ params["head"]["W"] + params["head"]["b"]
     return jnp.swapaxes(logits_TBV, 0, 1), new_carry
 
-  def hidden_states(self, params, tokens_TB: jax.Array, carry: Carry,
-                    dropout_rng: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+  def hidden_states(self, params, tokens_TB: jax.Array, carry: Carry, dropout_rng: jax.Array | None = None,
+                    seq_lengths: jax.Array | None = None) -> tuple[jax.Array, Carry]:
     """Time-major tokens ``[T, B]`` -> ``(top-layer hidden states [T, B, H], final carry per layer)``."""
     family = self.family
     new_carry = []
@@ -112,7 +123,11 @@ class LanguageModel:
           keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
           hs_TBH = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
         xproj = family.project_inputs(layer_params, hs_TBH)
-      layer_carry, hs_TBH = self.recurrence_fn(layer_params, xproj, layer_carry, unroll=self.unroll)
+      if seq_lengths is None:
+        layer_carry, hs_TBH = self.recurrence_fn(layer_params, xproj, layer_carry, unroll=self.unroll)
+      else:
+        layer_carry, hs_TBH = variable_length.masked_recurrence(family.recurrence, layer_params, xproj, layer_carry,
+                                                                seq_lengths, unroll=self.unroll)
       new_carry.append(layer_carry)
     return hs_TBH, tuple(new_carry)
 

@@ -304,7 +304,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write(step, record)
       if _due(epoch, config.train.generate_every_epochs, num_epochs):
         for prefix in config.generate.prefixes:
-          text = generate_lib.generate_text(model, state.params, vocab, prefix, config.generate.num_tokens)
+          text = generate_lib.generate_text(model, state.params, vocab, prefix, config.generate.num_tokens,
+                                            method=config.generate.method, temperature=config.generate.temperature,
+                                            top_k=config.generate.top_k, seed=config.seed)
           print(f" - {text}", flush=True)
       if _due(epoch, config.train.checkpoint_every_epochs, num_epochs):
         nll_sum, tokens = jnp.zeros(()), 0

@@ -123,6 +123,35 @@ def test_any_text_file_by_path(tmp_path):
     corpora.read_text(str(tmp_path / "missing.txt"))
 
 
+def test_directory_of_files_is_one_corpus_in_sorted_path_order(tmp_path):
+  (tmp_path / "b").mkdir()
+  (tmp_path / "b" / "2.txt").write_text("second", encoding="utf-8")
+  (tmp_path / "a.txt").write_text("first", encoding="utf-8")
+  (tmp_path / ".hidden").write_text("never", encoding="utf-8")
+  assert corpora.read_text(str(tmp_path)) == "first\nsecond"
+  (tmp_path / "c.bin").write_bytes(b"\xff\xfe\x00")
+  with pytest.raises(corpora.CorpusError, match="not UTF-8"):
+    corpora.read_text(str(tmp_path))
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(corpora.CorpusError, match="holds no files"):
+    corpora.read_text(str(empty))
+
+
+def test_word_tokens_and_validation_fraction():
+  text = "the cat sat on the mat the end"
+  corpus = corpora.preprocess(text, "raw", max_tokens=0, tokens="word", val_fraction=0.25)
+  assert corpus.vocab.separator == " " and "cat" in corpus.vocab.index and vocab_lib.UNK in corpus.vocab.index
+  assert corpus.vocab.decode(corpus.train_ids) == "the cat sat on the mat"
+  assert corpus.vocab.decode(corpus.val_ids) == "the end"
+  chars = corpora.preprocess("abcdefghij", "raw", max_tokens=0, val_fraction=0.3)
+  assert chars.vocab.decode(chars.train_ids) == "abcdefg" and chars.vocab.decode(chars.val_ids) == "hij"
+  with pytest.raises(ValueError, match="data.tokens"):
+    corpora.preprocess(text, "raw", tokens="bytes")
+  with pytest.raises(ValueError, match="val_fraction"):
+    corpora.preprocess(text, "raw", val_fraction=1.5)
+
+
 def test_zip_member_is_read(monkeypatch, tmp_path):
   archive = tmp_path / "lyrics.zip"
   with zipfile.ZipFile(archive, "w") as z:

@@ -8,13 +8,15 @@ The registry below maps the config's ``model.cell`` name to its module.
 
 from types import ModuleType, SimpleNamespace
 
-from lstm_jax.cells import gru, lstm, rnn
+from lstm_jax.cells import gru, lstm, lstm_variants, rnn
 
 FAMILIES: dict[str, ModuleType | SimpleNamespace] = {
     "lstm": lstm,
     "gru": gru.reset_before,              # D2L's GRU: reset gate before the recurrent matmul
     "gru_reset_after": gru.reset_after,   # cuDNN's / flax.linen.GRUCell's form
     "rnn": rnn,                           # tanh RNN
+    "lstm_peephole": lstm_variants.peephole,  # gates see the cell state (Gers et al., 2002)
+    "lstm_coupled": lstm_variants.coupled,    # coupled input-forget gate, f = 1 - i (Greff et al., 2017)
 }
 
 

@@ -16,7 +16,8 @@ Editions (``config.data.edition``), each the preprocessing of one era of *Dive i
                 whole book by frequency with ``<unk>`` = 0 (28 tokens); first ``max_tokens`` tokens (d2l 0.14.4+).
 - ``d2l_1x``:   whole text ``[^A-Za-z]+`` -> space, lowercase; vocab ``sorted({<unk>} | chars)`` (28); the
                 stream is kept whole (d2l 1.x cuts it into windows, see ``batching``).
-- ``raw``:      the text unchanged; vocab = sorted distinct characters plus ``<unk>``.
+- ``raw``:      the text unchanged; vocab = sorted distinct tokens of the whole text plus ``<unk>``; tokens are characters
+                or, with ``data.tokens = "word"``, whitespace-separated words (decoded joined by spaces).
 The set-ordered vocabularies of the book (``d2l_zh1``, ``d2l_2019``) are made deterministic by sorting.
 """
 
@@ -122,10 +123,24 @@ def read_text(corpus: str, data_dir: str | None = None) -> str:
         return archive.read(spec.member).decode("utf-8")
     return path.read_text(encoding="utf-8")
   path = pathlib.Path(corpus).expanduser()
+  if path.is_dir():
+    files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+    if not files:
+      raise CorpusError(f"Corpus directory {path} holds no files; put UTF-8 text files in it.")
+    return "\n".join(_read_utf8(f) for f in files)  # sorted paths: the same text on every machine
   if not path.is_file():
     raise CorpusError(f"Corpus {corpus!r} is neither a known corpus ({sorted(KNOWN_CORPORA)}) nor a readable "
-                      f"file. Set --config.data.corpus to one of those names or to a path to a UTF-8 text file.")
-  return path.read_text(encoding="utf-8")
+                      f"file or directory. Set --config.data.corpus to one of those names or to a path to a UTF-8 "
+                      f"text file or a directory of them.")
+  return _read_utf8(path)
+
+
+def _read_utf8(path: pathlib.Path) -> str:
+  try:
+    return path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise CorpusError(f"{path} is not UTF-8 text ({e}); convert it (e.g. iconv -t utf-8) or remove it from the "
+                      f"corpus.") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +154,11 @@ class Corpus:
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
 
 
-def preprocess(text: str, edition: str, max_tokens: int = 10000, num_val_tokens: int = 0) -> Corpus:
+TOKENS = ("char", "word")
+
+
+def preprocess(text: str, edition: str, max_tokens: int = 10000, num_val_tokens: int = 0,
+               tokens: str = "char", val_fraction: float = 0.0) -> Corpus:
   """Applies an edition's preprocessing (see the module docstring). ``max_tokens <= 0`` keeps every token.
 
   ``num_val_tokens``: the tokens after the training ones form a validation stream (editions other than
@@ -165,9 +184,16 @@ def preprocess(text: str, edition: str, max_tokens: int = 10000, num_val_tokens:
     vocab = vocab_lib.sorted_vocab(chars, with_unk=True)
     train, val = chars, ""
   elif edition == "raw":
-    vocab = vocab_lib.sorted_vocab(text, with_unk=True)
-    train = text[:limit]
-    val = "" if limit is None else text[limit:limit + num_val_tokens]
+    if tokens not in TOKENS:
+      raise ValueError(f"Unknown data.tokens {tokens!r}; choose one of {TOKENS} (--config.data.tokens=NAME).")
+    units = list(text) if tokens == "char" else text.split()
+    if val_fraction:
+      if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction={val_fraction} must lie in (0, 1); 0.1 holds out the last 10%.")
+      limit, num_val_tokens = int(len(units) * (1.0 - val_fraction)), len(units)
+    train = units[:limit]
+    vocab = vocab_lib.sorted_vocab(units, with_unk=True, separator="" if tokens == "char" else " ")
+    val = [] if limit is None else units[limit:limit + num_val_tokens]
   else:
     raise ValueError(f"Unknown edition {edition!r}; choose one of {EDITIONS} (--config.data.edition=NAME).")
   return Corpus(vocab, vocab.encode(train), vocab.encode(val))
@@ -176,4 +202,10 @@ def preprocess(text: str, edition: str, max_tokens: int = 10000, num_val_tokens:
 def load(data_config) -> Corpus:
   """Reads and preprocesses the corpus a ``config.data`` section names."""
   text = read_text(data_config.corpus, data_config.get("data_dir") or None)
-  return preprocess(text, data_config.edition, data_config.max_tokens, data_config.num_val_tokens)
+  if data_config.get("tokens", "char") != "char" and data_config.edition != "raw":
+    raise ValueError(f"data.tokens={data_config.tokens!r} needs data.edition='raw' (the book's editions are "
+                     f"character-level); set --config.data.edition=raw.")
+  if data_config.get("val_fraction", 0.0) and data_config.edition != "raw":
+    raise ValueError("data.val_fraction needs data.edition='raw'; the book's editions use data.num_val_tokens.")
+  return preprocess(text, data_config.edition, data_config.max_tokens, data_config.num_val_tokens,
+                    data_config.get("tokens", "char"), data_config.get("val_fraction", 0.0))
