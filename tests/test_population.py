@@ -69,3 +69,18 @@ def test_clip_off_member_has_the_single_run_optimizer_state(corpus):
   single = train.make_optimizer(config.optimizer).init(jax.tree.map(lambda x: x[0], states.params))
   member = population.single_run_opt_state(jax.tree.map(lambda x: x[0], states.opt_state), 0.0)
   assert jax.tree.structure(member) == jax.tree.structure(single)
+
+
+def test_population_benchmark_measures_both_ways_on_tiny_shapes():
+  from absl import flags
+  from absl.testing import flagsaver
+
+  from lstm_jax import benchmark_population
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(hidden_size=8, batch_size=2, num_steps=3, vocab_size=7):
+    result = benchmark_population.measure(size=3, steps=2, rounds=2)
+  assert result["population_size"] == 3
+  assert result["population_member_steps_per_sec"] > 0 and result["sequential_member_steps_per_sec"] > 0
+  assert result["ratio_min"] <= result["ratio"] <= result["ratio_max"]

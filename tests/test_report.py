@@ -91,3 +91,22 @@ def test_report_files_from_fake_workdirs(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size < 150_000
   assert not (out / "jaychou.png").exists()
   assert json.loads((out / "summary.json").read_text())["tm2019_lstm_concise"]["seeds"] == 1
+
+
+def test_only_missing_runs_are_trained(tmp_path, monkeypatch):
+  rows = report.select_rows("tm2019_gru_*")
+  _fake_run(report.workdir_of(tmp_path, rows[0], 0), {160: 1.2})
+  trained = []
+  monkeypatch.setattr(report, "train_row", lambda row, seed, workdir: trained.append((row.name, seed, workdir)))
+  report.train_missing(rows, seeds=2, runs_dir=tmp_path, jobs=1)
+  assert [(name, seed) for name, seed, _ in trained] == [
+      (rows[0].name, 1), (rows[1].name, 0), (rows[1].name, 1)]
+  assert trained[0][2] == tmp_path / rows[0].name / "seed1"
+
+
+def test_explained_misses_are_written_under_their_table(tmp_path, monkeypatch):
+  row = report.ROWS["tm2019_lstm_scratch"]
+  _fake_run(tmp_path / "seed0", {40: 8.0, 80: 4.0, 120: 2.0, 160: 3.0})
+  monkeypatch.setitem(report.EXPLANATIONS, row.name, "because of the experiment in X.")
+  report.write_report([row], {row.name: [report.read_run(tmp_path / "seed0")]}, tmp_path / "out")
+  assert "- **tm2019_lstm_scratch**: because of the experiment in X." in (tmp_path / "out" / "RESULTS.md").read_text()
