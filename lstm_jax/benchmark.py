@@ -382,6 +382,40 @@ def target_lines(rows: list[Row]) -> list[str]:
   return lines
 
 
+def forward_seconds(workload: Workload, rounds: int = 7, calls: int = 20) -> dict[str, float]:
+  """Seconds per forward pass (LSTM + head + loss, no gradient) of our scratch model and of PyTorch's, so that the
+  train step's time splits into forward and backward."""
+  model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
+                                  init_scheme="pytorch")
+  params = model.init(jax.random.key(0))
+  inputs, targets = (jnp.asarray(a) for a in _tokens(workload))
+  loss = jax.jit(lambda p, x, y: jnp.mean(loss_lib.token_nll(model.apply(p, x)[0], y)))
+  functions = {"scratch": lambda: loss(params, inputs, targets)}
+  torch = _torch()
+  if torch is not None:
+    lstm = torch.nn.LSTM(VOCAB, workload.hidden, workload.num_layers)
+    head = torch.nn.Linear(workload.hidden, VOCAB)
+    x_t, y_t = (torch.as_tensor(a.T.copy()).long() for a in _tokens(workload))
+
+    def torch_forward():
+      with torch.no_grad():
+        outputs, _ = lstm(torch.nn.functional.one_hot(x_t, VOCAB).float())
+        return torch.nn.functional.cross_entropy(head(outputs).reshape(-1, VOCAB), y_t.reshape(-1))
+
+    functions["pytorch"] = torch_forward
+  times: dict[str, list[float]] = {name: [] for name in functions}
+  for function in functions.values():
+    _block(function())
+  for _ in range(rounds):
+    for name, function in functions.items():
+      start = time.perf_counter()
+      for _ in range(calls):
+        result = function()
+      _block(result)
+      times[name].append((time.perf_counter() - start) / calls)
+  return {name: statistics.median(values) for name, values in times.items()}
+
+
 def profile_w1(rows: list[Row], peak: float) -> str:
   """Time per W1 time step against its matmul floor, and HLO instruction counts per scan-step body in the
   compiled W1 train steps (forward and backward loops)."""
@@ -393,6 +427,9 @@ def profile_w1(rows: list[Row], peak: float) -> str:
   for row in rows:
     if row.workload == "W1":
       lines.append(f"- {row.implementation}: {1e6 * workload.batch / row.median:.0f} us")
+  lines.append("Forward only (logits and loss, no gradient), per time step, median of 7 interleaved rounds:")
+  for name, seconds in forward_seconds(workload).items():
+    lines.append(f"- {name}: {1e6 * seconds / workload.steps:.0f} us")
   lines.append("HLO ops per time step in the compiled W1 train step (while-loop bodies; parameters, tuples, "
                "get-tuple-element and constants not counted):")
   for recurrence in ("fused_vjp", "scan"):

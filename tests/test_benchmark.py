@@ -40,3 +40,10 @@ def test_noisy_rows_are_flagged_in_table_and_targets():
   assert "1.20 (noisy)" in benchmark.markdown_table([quiet, noisy], peak=1e11)
   targets = benchmark.target_lines([quiet, noisy])
   assert "1.20 (met)" in targets[0] and "WARNING" in targets[-1] and "fused_vjp" in targets[-1]
+
+
+def test_forward_only_timing_covers_ours_and_pytorch_when_installed():
+  tiny = benchmark.Workload("W1", "tiny", num_layers=1, hidden=8, batch=2, steps=3)
+  seconds = benchmark.forward_seconds(tiny, rounds=1, calls=1)
+  assert seconds["scratch"] > 0
+  assert ("pytorch" in seconds) == (benchmark._torch() is not None)
