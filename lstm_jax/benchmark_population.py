@@ -30,7 +30,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per minibatch B.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 35, "Time steps per sequence T.")
 _VOCAB = flags.DEFINE_integer("vocab_size", 28, "Vocabulary size V (28: the Time Machine, d2l 0.x).")
 _CELL = flags.DEFINE_string("cell", "lstm", "Cell family.")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating timing rounds; rates and the ratio are medians over them.")
+_ROUNDS = flags.DEFINE_integer("population_rounds", 5, "Alternating timing rounds; rates and the ratio are medians over them.")
 
 
 def _configs(size: int):
