@@ -18,7 +18,9 @@ Command: python -m lstm_jax.main --config experiments/d2l_2019.py:model=gru,impl
 | lstm concise | 256 | 35 | 160 | @40 8.29, @80 4.63, @120 2.38, @160 1.48 |
 | deep lstm concise, 2 layers | 256 | 35 | 3000 | @500 10.94 ... @3000 1.29 (a second run: 1.02) |
 
-Expected wall time on a 2-core CPU: the LSTM scratch row takes about 30 s (measured); the others were not yet timed.
+Expected wall time on a 2-core CPU (measured, machine shared with a second run): rnn scratch 2-4 min, rnn concise
+25 s, gru 45-60 s, lstm scratch 30-40 s, lstm concise 75-85 s; deep_lstm (3000 epochs) not yet timed to the end (estimated about an hour).
+Per-row times and perplexities: reports/d2l/RESULTS.md.
 The book's GRU is the reset-before form (``gru``); its concise Gluon GRU is cuDNN's reset-after form, which Flax's
 GRUCell also uses. Gluon's ``rnn.RNN(num_hiddens)`` defaults to ``activation='relu'``, so the concise RNN row is a
 ReLU Elman RNN (``rnn_relu``); the scratch RNN is tanh.

@@ -113,7 +113,23 @@ def _rows() -> dict[str, Row]:
 ROWS = _rows()
 
 # Rows whose final number misses the criterion, with the experiment that explains why (shown in RESULTS.md).
-EXPLANATIONS: dict[str, str] = {}
+EXPLANATIONS: dict[str, str] = {
+    "jaychou_gru_scratch": (
+        "the book's 1.44 is a single run, printed in the steepest part of the descent (4.86 at epoch 120, 1.44 at "
+        "160). Our three seeds follow the book's curve to epoch 80 (149.7-151.6 at epoch 40 against 150.0, "
+        "31.7-33.4 at 80 against 32.6) and end at 1.73-1.74. The only independent rerun of the same recipe we have, "
+        "ShusenTang's PyTorch port of d2l-zh 1.x (reference section 4.6: same lr 100, clip 0.01, 256 units, 160 "
+        "epochs), printed 5.86 at epoch 120 and 1.82 at 160, i.e. almost exactly our curve (5.73-5.92 at 120). Ours "
+        "lies between the two published runs; the 10% rule against a single run does not capture how much this "
+        "epoch-160 value moves between implementations. The other six Jay Chou rows reproduce."),
+    "tm1x_deep_gru_concise": (
+        "our mean final training perplexity 3.633 exceeds the top of the five JAX builds' range (3.61) by 0.6%; "
+        "seed 2 gives 3.615 and the seed-to-seed std is 0.019, larger than the miss. Part of it is the measure: ours "
+        "is exp of the mean NLL over the whole last epoch, the book's the mean of per-batch perplexities over its "
+        "last half; our curves fall about 0.015 per epoch at epoch 100 (3.74-3.89 at 90, 3.62-3.65 at 100), so the "
+        "whole epoch reads about 0.008 higher. The validation perplexity, 6.97, is inside the book's 6.61-7.01, and "
+        "the training value is below the PyTorch (4.08-4.29) and TensorFlow (3.75-3.96) ranges of the same row."),
+}
 
 
 def select_rows(spec: str) -> list[Row]:
@@ -424,7 +440,7 @@ def main(argv):
       run = read_run(workdir)
       if run is not None:
         runs.setdefault(row.name, []).append(run)
-    if (workdir_of(runs_dir, row, 0) / "checkpoints").is_dir():
+    if read_run(workdir_of(runs_dir, row, 0)) is not None:  # finished runs only: an interrupted one may hold none
       samples[row.name] = generated_text(workdir_of(runs_dir, row, 0))
   library = [scratch_vs_library(cell, impl, _LIBRARY_STEPS.value) for cell, impl in LIBRARY_PAIRS] \
       if _LIBRARY_STEPS.value > 0 else None
