@@ -276,6 +276,22 @@ def results_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list
   return lines
 
 
+def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list[str]:
+  """One line per row: the book's final number, ours (mean ± std), seeds, verdict."""
+  lines = ["| row | epochs | book (train / val) | ours (mean ± std) | seeds | verdict |", "|---|---|---|---|---|---|"]
+  for row in rows:
+    s = summaries.get(row.name)
+    final_epoch = max(row.book)
+    book = _fmt(row.book[final_epoch]) + (f" / {_fmt(row.book_val)}" if row.book_val else "")
+    ours = "-"
+    if s and s["at_epochs"].get(final_epoch):
+      mean, std = s["at_epochs"][final_epoch]
+      ours = f"{_fmt(mean)} ± {std:.3f}" + (f" / {_fmt(s['val'][0])}" if row.book_val and s["val"] else "")
+    lines.append(f"| {row.name} | {final_epoch} | {book} | {ours} | {s['seeds'] if s else 0} | "
+                 f"{s['verdict'] if s else 'not run'} |")
+  return lines
+
+
 def plot_table(table: str, rows: list[Row], runs: dict[str, list[dict[str, Any]]], path: pathlib.Path) -> None:
   """Perplexity against epoch: our seed-mean curves (lines) and the book's points (markers), log scale."""
   import matplotlib  # noqa: PLC0415
@@ -381,6 +397,7 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
            "top of the book's spread, or at most 10% above the book where no spread exists (lower is fine). "
            "Perplexity is training perplexity of the epoch (the book's quantity); tokens/s over the last logging "
            "period; wall time of the whole run (compilation included).", ""]
+  lines += ["## Summary", "", *summary_table(rows, summaries), ""]
   for table, title in TABLES.items():
     table_rows = [r for r in rows if r.table == table]
     if not table_rows:

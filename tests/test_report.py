@@ -85,6 +85,7 @@ def test_report_files_from_fake_workdirs(tmp_path):
   assert f"{report.ROWS['tm2019_lstm_scratch'].book[160]:.3f}" in text   # the book's number, 1.322
   assert f"{10.0 / 160 ** 0.3:.3f}" in text                               # ours at the book's epoch
   assert "time traveller abc" in text and "| lstm | flax | 3 |" in text
+  assert f"| tm2019_lstm_scratch | 160 | 1.322 | {10.0 / 160 ** 0.3:.3f} ± 0.000 | 1 |" in text  # summary line
   assert summaries["tm1x_gru_scratch"]["val"][0] == pytest.approx(10.0 / 50 ** 0.3 + 1.0)
   for table in ("tm2019", "tm1x"):
     png = out / f"{table}.png"
