@@ -306,9 +306,9 @@ def plot_table(table: str, rows: list[Row], runs: dict[str, list[dict[str, Any]]
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
   fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=80)
-  for index, row in enumerate(rows):
+  for index, row in enumerate(r for r in rows if runs.get(r.name)):  # rows not run yet stay out of the plot
     color = f"C{index % 10}"
-    row_runs = runs.get(row.name) or []
+    row_runs = runs[row.name]
     if row_runs:
       epochs = sorted(set.intersection(*(set(r["epochs"]) for r in row_runs)))
       curve = [np.mean([r["epochs"][e]["train_perplexity"] for r in row_runs]) for e in epochs]
