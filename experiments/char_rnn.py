@@ -8,8 +8,9 @@ Variants: ``experiments/char_rnn.py:corpus=PATH`` (a UTF-8 text file or a direct
 Machine's raw text), ``tokens=word`` for whitespace-separated words, ``epochs=N``.
 
 Command:  python -m lstm_jax.main --config experiments/char_rnn.py:corpus=my_text.txt --workdir runs/char_rnn
-Expected: on The Time Machine's raw text (about 178k characters, 160k for training), validation perplexity about
-3.9 after 20 epochs (see the issue note for the measured figure), about 20 s per epoch on a 2-core CPU.
+Measured: on The Time Machine's raw text (about 178k characters, 160k for training; 12 steps an epoch), validation
+perplexity 10.27 (training 10.47) after 20 epochs, still falling about 4% an epoch; 1047 s on the 2-core CPU while
+it shared the machine with two other training runs (about 3,100 tokens/s).
 
 Differences from the tutorial: its dropout also acts on the top layer's output before the linear layer (here only
 between layers), and its batches start at offset 0 every epoch (here at the book's random offset).

@@ -6,6 +6,9 @@ The config is locked: an override or an assignment to a key that does not exist 
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
 
@@ -81,3 +84,18 @@ def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
       raise ValueError(f"Bad experiment variant {pair!r}; write key=value with keys from {sorted(defaults)}.")
     values[key] = value
   return ml_collections.ConfigDict(values)
+
+
+def load_experiment(path: str | pathlib.Path):
+  """The experiment file at ``path`` as a module (its ``get_config``, and ``sweep`` where it has one)."""
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def experiment_config(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """``"FILE.py[:variant]"`` -> that experiment's ``get_config(variant)`` (``get_config()`` without a variant)."""
+  path, _, arg = str(spec).partition(":")
+  module = load_experiment(path)
+  return module.get_config(arg) if arg else module.get_config()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import fnmatch
-import importlib.util
 import json
 import math
 import multiprocessing
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 from absl import app, flags, logging
+
+from lstm_jax import config as config_lib
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 TABLES = {"jaychou": "0.1 Jay Chou lyrics, d2l-zh 1.x (MXNet)",
@@ -157,12 +158,7 @@ def select_rows(spec: str) -> list[Row]:
 
 def load_config(experiment: str):
   """``"FILE.py:variant"`` -> that experiment's ``get_config(variant)``."""
-  filename, _, arg = experiment.partition(":")
-  path = EXPERIMENTS / filename
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return config_lib.experiment_config(EXPERIMENTS / experiment)
 
 
 # --- runs -------------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ checkpoint (``lstm_jax.main`` resumes a workdir automatically).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
 import shlex
@@ -20,6 +19,8 @@ import sys
 import time
 
 from absl import app, flags
+
+from lstm_jax import config as config_lib
 
 _CONFIG = flags.DEFINE_string("config", None, "Experiment file with its variant, e.g. experiments/lstm.py:cell=gru.",
                               required=True)
@@ -49,17 +50,10 @@ class Run:
     return shlex.join(self.command)
 
 
-def _load_module(path: str):
-  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def load_sweep(config_spec: str, sweep_name: str) -> list[dict[str, object]]:
   """The override dicts of a sweep: ``experiment.sweep(add, name)`` collected."""
   path = config_spec.split(":", 1)[0]
-  module = _load_module(path)
+  module = config_lib.load_experiment(path)
   if not hasattr(module, "sweep"):
     raise ValueError(f"{path} defines no sweep(add, name); pick an experiment file that does.")
   points: list[dict[str, object]] = []
@@ -91,9 +85,7 @@ def _parse_like(current, text: str):
 
 def run_config(config_spec: str, point: dict[str, object], extra: tuple[str, ...] = ()):
   """The locked ConfigDict of one run: the experiment's variant, then the sweep point, then ``extra`` overrides."""
-  path, _, arg = config_spec.partition(":")
-  module = _load_module(path)
-  config = module.get_config(arg) if arg else module.get_config()
+  config = config_lib.experiment_config(config_spec)
   config.lock()
   for key, value in point.items():
     _set(config, key, value)

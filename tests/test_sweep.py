@@ -35,7 +35,9 @@ def test_unknown_sweep_is_a_clear_error(tmp_path):
     sweep.expand(str(REPO / "experiments" / "lstm.py"), "dropout", tmp_path)
 
 
-def test_tiny_sweep_runs_skips_finished_and_aggregates(tmp_path):
+def _tiny_experiment(tmp_path, config_lines, sweep_body):
+  """Writes a tiny experiment file over a generated corpus: its ``get_config`` adds ``config_lines`` to a small
+  raw-text setup, its ``sweep(add, name)`` runs ``sweep_body``. Returns the file's path."""
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("a cat sat on a mat and a rat sat on a hat. " * 30)
   experiment = tmp_path / "tiny.py"
@@ -45,13 +47,19 @@ def get_config():
   c = config_lib.default_config()
   c.data.corpus = {str(corpus)!r}; c.data.edition = "raw"; c.data.max_tokens = 600; c.data.num_val_tokens = 100
   c.data.batch_size = 4; c.data.num_steps = 8; c.model.hidden_size = 8
-  c.optimizer.learning_rate = 1.0; c.optimizer.clip_norm = 1.0
   c.train.num_epochs = 2; c.train.generate_every_epochs = 0
+{config_lines}
   return c
 def sweep(add, name):
-  for cell, lr in (("lstm", 0.5), ("rnn", 2.0)):
-    add(**{{"model.cell": cell, "optimizer.learning_rate": lr}})
+{sweep_body}
 ''')
+  return experiment
+
+
+def test_tiny_sweep_runs_skips_finished_and_aggregates(tmp_path):
+  experiment = _tiny_experiment(
+      tmp_path, "  c.optimizer.learning_rate = 1.0; c.optimizer.clip_norm = 1.0",
+      '  for cell, lr in (("lstm", 0.5), ("rnn", 2.0)):\n    add(**{"model.cell": cell, "optimizer.learning_rate": lr})')
   command = [sys.executable, "-m", "lstm_jax.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs"]
   env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
   first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
@@ -67,21 +75,8 @@ def sweep(add, name):
 
 
 def test_population_mode_trains_pending_points_together_and_aggregates(tmp_path):
-  corpus = tmp_path / "corpus.txt"
-  corpus.write_text("a cat sat on a mat and a rat sat on a hat. " * 30)
-  experiment = tmp_path / "tiny.py"
-  experiment.write_text(f'''
-from lstm_jax import config as config_lib
-def get_config():
-  c = config_lib.default_config()
-  c.data.corpus = {str(corpus)!r}; c.data.edition = "raw"; c.data.max_tokens = 600; c.data.num_val_tokens = 100
-  c.data.batch_size = 4; c.data.num_steps = 8; c.model.hidden_size = 8
-  c.train.num_epochs = 2; c.train.generate_every_epochs = 0
-  return c
-def sweep(add, name):
-  for lr in (0.5, 1.0, 2.0):
-    add(**{{"optimizer.learning_rate": lr, "optimizer.clip_norm": 1.0}})
-''')
+  experiment = _tiny_experiment(
+      tmp_path, "", '  for lr in (0.5, 1.0, 2.0):\n    add(**{"optimizer.learning_rate": lr, "optimizer.clip_norm": 1.0})')
   command = [sys.executable, "-m", "lstm_jax.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs",
              "--mode=population", "--set=train.num_epochs=3"]
   env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}

@@ -45,15 +45,26 @@ def _fused_params(key, input_size, hidden_size, num_gates, scheme, dtype):
           "b": bias_init(k_b, (fused,), dtype)}
 
 
-def _scan(update, params, xproj_TBG, carry, unroll):
-  """``lax.scan`` of ``update(params, gates_BG, c_BH) -> LSTMCarry`` with one recurrent matmul per step."""
-  W_h = params["W_h"]
+def _family(update, init_params, gate_order):
+  """A family module around ``update(params, gates_BG, c_BH) -> LSTMCarry``: the scan with one recurrent matmul
+  per step, the one-step form for ``flax.linen.RNN``, and the LSTM's carry and input projection."""
 
-  def body(carry: LSTMCarry, xproj_BG):
-    carry = update(params, xproj_BG + carry.h @ W_h, carry.c)
+  def recurrence(params, xproj_TBG, carry, unroll: int = 1):
+    """``(final carry, hs [T, B, H])`` from projected inputs ``[T, B, G*H]``."""
+    W_h = params["W_h"]
+
+    def body(carry: LSTMCarry, xproj_BG):
+      carry = update(params, xproj_BG + carry.h @ W_h, carry.c)
+      return carry, carry.h
+
+    return jax.lax.scan(body, LSTMCarry(*carry), xproj_TBG, unroll=unroll)
+
+  def step(params, carry, x_BI):
+    carry = update(params, x_BI @ params["W_x"] + params["b"] + carry.h @ params["W_h"], carry.c)
     return carry, carry.h
 
-  return jax.lax.scan(body, LSTMCarry(*carry), xproj_TBG, unroll=unroll)
+  return SimpleNamespace(NUM_GATES=len(gate_order), GATE_ORDER=gate_order, init_params=init_params,
+                         zero_carry=zero_carry, project_inputs=_project_inputs, recurrence=recurrence, step=step)
 
 
 # ------------------------------------------------------------------------------------------------------- peephole
@@ -76,19 +87,7 @@ def _peephole_update(params, gates_BG: jax.Array, c_BH: jax.Array) -> LSTMCarry:
   return LSTMCarry(h=h, c=c)
 
 
-def _peephole_recurrence(params, xproj_TBG, carry, unroll: int = 1):
-  """``(final carry, hs [T, B, H])`` from projected inputs ``[T, B, 4H]``."""
-  return _scan(_peephole_update, params, xproj_TBG, carry, unroll)
-
-
-def _peephole_step(params, carry, x_BI):
-  carry = _peephole_update(params, x_BI @ params["W_x"] + params["b"] + carry.h @ params["W_h"], carry.c)
-  return carry, carry.h
-
-
-peephole = SimpleNamespace(
-    NUM_GATES=4, GATE_ORDER=("i", "f", "g", "o"), init_params=_peephole_init, zero_carry=zero_carry,
-    project_inputs=_project_inputs, recurrence=_peephole_recurrence, step=_peephole_step)
+peephole = _family(_peephole_update, _peephole_init, ("i", "f", "g", "o"))
 
 
 # -------------------------------------------------------------------------------------------------------- coupled
@@ -106,16 +105,4 @@ def _coupled_update(params, gates_BG: jax.Array, c_BH: jax.Array) -> LSTMCarry:
   return LSTMCarry(h=h, c=c)
 
 
-def _coupled_recurrence(params, xproj_TBG, carry, unroll: int = 1):
-  """``(final carry, hs [T, B, H])`` from projected inputs ``[T, B, 3H]``."""
-  return _scan(_coupled_update, params, xproj_TBG, carry, unroll)
-
-
-def _coupled_step(params, carry, x_BI):
-  carry = _coupled_update(params, x_BI @ params["W_x"] + params["b"] + carry.h @ params["W_h"], carry.c)
-  return carry, carry.h
-
-
-coupled = SimpleNamespace(
-    NUM_GATES=3, GATE_ORDER=("i", "g", "o"), init_params=_coupled_init, zero_carry=zero_carry,
-    project_inputs=_project_inputs, recurrence=_coupled_recurrence, step=_coupled_step)
+coupled = _family(_coupled_update, _coupled_init, ("i", "g", "o"))
