@@ -19,6 +19,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from lstm_jax import config as config_lib
 from lstm_jax.data.vocab import Vocab
 
 # Config sections that fix the shapes or the meaning of a checkpoint; the others (epochs, logging) may change.
@@ -97,21 +98,10 @@ class Checkpointer:
 
 def check_compatible(saved_config: dict[str, Any], config: ml_collections.ConfigDict, where: str) -> None:
   """Raises ``CheckpointError`` naming every key (of ``COMPATIBILITY_KEYS``) that differs."""
-  current = config.to_dict()
-  differences = []
-
-  def compare(prefix, a, b):
-    if isinstance(a, dict) and isinstance(b, dict):
-      for key in sorted(set(a) | set(b)):
-        compare(f"{prefix}.{key}" if prefix else key, a.get(key), b.get(key))
-    elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
-      differences.append(f"{prefix}: checkpoint {a!r}, now {b!r}")
-
-  for key in COMPATIBILITY_KEYS:
-    compare(key, saved_config.get(key), current.get(key))
-  if differences:
+  found = config_lib.differences(saved_config, config, COMPATIBILITY_KEYS, saved_as="checkpoint")
+  if found:
     raise CheckpointError(
-        f"The checkpoint in {where} was written with a different config ({'; '.join(differences)}). Use the same "
+        f"The checkpoint in {where} was written with a different config ({'; '.join(found)}). Use the same "
         f"config to resume, a new --workdir for a new run, or --config.train.resume=False to start fresh (the old "
         f"checkpoints are kept aside).")
 

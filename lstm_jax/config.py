@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+from typing import Sequence
 
 import ml_collections
 
@@ -25,6 +26,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.num_val_tokens = 0            # the next N tokens form a validation stream (0: none; d2l_1x: see windows)
   c.data.val_fraction = 0.0            # raw edition: hold out this last fraction of the text (overrides the two above)
   c.data.sampling = "sequential"       # random | sequential (state carried across minibatches) | windows (d2l 1.x)
+  c.data.carry_state = ml_collections.config_dict.placeholder(bool)  # None: carried iff sequential; False: zero
+                                       # state every minibatch (d2l 0.x's "random" RNN run reused the sequential data)
   c.data.batch_size = 32               # sequences per minibatch
   c.data.num_steps = 35                # time steps per sequence (truncated BPTT length)
   c.data.num_train_windows = 10000     # windows sampling: training windows start at 0 .. N-1
@@ -99,3 +102,36 @@ def experiment_config(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
   path, _, arg = str(spec).partition(":")
   module = load_experiment(path)
   return module.get_config(arg) if arg else module.get_config()
+
+
+def differences(saved: dict, config: ml_collections.ConfigDict, sections: Sequence[str],
+                saved_as: str = "before") -> list[str]:
+  """``"key: {saved_as} X, now Y"`` for every leaf under ``sections`` where a saved config dict and ``config`` differ.
+
+  A key the saved config lacks (a field added since) reads as its ``default_config()`` value, which by convention
+  keeps the earlier behaviour; a key only the saved config has reads as None now.
+  """
+  current, found = config.to_dict(), []
+
+  def with_defaults(defaults, tree):
+    if not isinstance(defaults, dict) or not isinstance(tree, dict):
+      return tree
+    return {**defaults, **{key: with_defaults(defaults.get(key), value) for key, value in tree.items()}}
+
+  saved = with_defaults(default_config().to_dict(), saved)
+
+  def compare(prefix, a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+      for key in sorted(set(a) | set(b)):
+        compare(f"{prefix}.{key}" if prefix else key, a.get(key), b.get(key))
+    elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+      found.append(f"{prefix}: {saved_as} {a!r}, now {b!r}")
+
+  def at(tree, path):
+    for part in path.split("."):
+      tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+  for section in sections:  # "data", or a dotted leaf such as "train.num_epochs"
+    compare(section, at(saved, section), at(current, section))
+  return found

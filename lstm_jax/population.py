@@ -98,7 +98,7 @@ class Population:
     base = configs[0]
     self.size = len(configs)
     self.model = model_lib.from_config(base.model, vocab_size)
-    self.carry_state = base.data.sampling == "sequential"
+    self.carry_state = train_lib.carries_state(base.data)
     self.mesh = sharding_lib.mesh(devices, axis_name="population")
     self.factory = member_optimizer(base.optimizer)
     self.seeds = np.asarray([c.seed for c in configs], np.int32)
@@ -160,20 +160,20 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
   corpus = corpora.load(base.data)
   vocab = corpus.vocab
   population = Population(configs, len(vocab), devices)
-  paths = [train_lib._prepare_workdir(str(w)) for w in workdirs]
+  paths = [train_lib.prepare_workdir(str(w)) for w in workdirs]
   for config, path in zip(configs, paths):
     (path / "metrics.jsonl").unlink(missing_ok=True)  # an interrupted population restarts from scratch
     if jax.process_index() == 0:
       resolved = {"config": config.to_dict(), "vocab_size": len(vocab), "population_size": population.size}
       (path / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
   writers = [metrics_lib.MetricWriter(path) for path in paths]
-  val_batches = train_lib._validation_batches(base, corpus)
+  val_batches = train_lib.validation_batches(base, corpus)
   states = population.init()
   num_epochs = base.train.num_epochs
   records: list[dict[str, Any]] = [{} for _ in configs]
   tokens_since_log, time_of_log, start = 0, time.perf_counter(), time.perf_counter()
   for epoch in range(1, num_epochs + 1):
-    epochs = [train_lib._epoch(config, corpus, epoch) for config in configs]
+    epochs = [train_lib.epoch_batches(config, corpus, epoch) for config in configs]
     if population.carry_state:
       states = states._replace(carry=population.zero_carry(base.data.batch_size))
     nll_sums = jnp.zeros((population.size,))
@@ -185,11 +185,11 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
       tokens += active * targets[0].size
       tokens_since_log += targets[0].size
     train_nlls = np.asarray(nll_sums) / tokens
-    log_now = train_lib._due(epoch, base.train.log_every_epochs, num_epochs)
+    log_now = train_lib.is_due(epoch, base.train.log_every_epochs, num_epochs)
     if log_now:
       now = time.perf_counter()
       tokens_per_sec, tokens_since_log, time_of_log = tokens_since_log / (now - time_of_log), 0, now
-    evaluate_now = val_batches and train_lib._due(epoch, base.train.eval_every_epochs, num_epochs)
+    evaluate_now = val_batches and train_lib.is_due(epoch, base.train.eval_every_epochs, num_epochs)
     for k in range(population.size):
       train_nll = float(train_nlls[k])
       record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
@@ -213,7 +213,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
     member = member._replace(opt_state=single_run_opt_state(member.opt_state, config.optimizer.clip_norm))
     perplexity = records[k].get("val_perplexity", records[k]["train_perplexity"])
     checkpointer = checkpoint_lib.Checkpointer(path, keep=config.train.keep_checkpoints)
-    saved = train_lib._saved_state(member, num_epochs + 1, 0, jnp.zeros(()), 0)
+    saved = train_lib.saved_state(member, num_epochs + 1, 0, jnp.zeros(()), 0)
     checkpointer.save(int(member.step), saved, config, vocab, perplexity if math.isfinite(perplexity) else None)
     checkpointer.close()
     records[k] = {**records[k], "wall_time_sec": wall_time, "population_size": population.size}

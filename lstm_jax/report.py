@@ -123,14 +123,6 @@ EXPLANATIONS: dict[str, str] = {
         "epochs), printed 5.86 at epoch 120 and 1.82 at 160, i.e. almost exactly our curve (5.73-5.92 at 120). Ours "
         "lies between the two published runs; the 10% rule against a single run does not capture how much this "
         "epoch-160 value moves between implementations. The other six Jay Chou rows reproduce."),
-    "tm0x_rnn_scratch_random": (
-        "with random sampling the state restarts at zero in every minibatch and the printed last-epoch value is "
-        "noisy: over epochs 451-500 of our three seeds (150 epochs) it ranged 1.31-1.72, median 1.56, and 44% of "
-        "those epochs print as 1.5 or less. The book's builds printed 1.3-1.5 (median 1.4, PyTorch; MXNet 1.2-1.5), "
-        "so our typical value is about 10% higher. We checked the offset rule (randint(0, 34)), the 285/284 "
-        "subsequences and 8 minibatches per epoch, the per-minibatch zero state, clipping at 1, N(0, 0.01) init "
-        "and lr 1 against reference sections 2.5 and 3; the same model with sequential sampling reproduces "
-        "(median 1.035 over the same epochs, book 1.0). The cause of the remaining gap is not established."),
     "tm1x_deep_gru_concise": (
         "our mean final training perplexity 3.633 exceeds the top of the five JAX builds' range (3.61) by 0.6%; "
         "seed 2 gives 3.615 and the seed-to-seed std is 0.019, larger than the miss. Part of it is the measure: ours "
@@ -138,6 +130,19 @@ EXPLANATIONS: dict[str, str] = {
         "last half; our curves fall about 0.015 per epoch at epoch 100 (3.74-3.89 at 90, 3.62-3.65 at 100), so the "
         "whole epoch reads about 0.008 higher. The validation perplexity, 6.97, is inside the book's 6.61-7.01, and "
         "the training value is below the PyTorch (4.08-4.29) and TensorFlow (3.75-3.96) ranges of the same row."),
+}
+
+
+# Findings about rows that reproduce, shown under their table whatever the verdict.
+NOTES: dict[str, str] = {
+    "tm0x_rnn_scratch_random": (
+        "the book's \"random sampling\" run calls `train_ch8(net, train_iter, ..., use_random_iter=True)` with the "
+        "`train_iter` of the sequential run before it (PyTorch and MXNet 0.17, d2l-zh 2.0): the minibatches are "
+        "sequential partitions and only the state is zeroed before every minibatch. The config does the same "
+        "(`data.carry_state=False`). With shuffled chunks instead (`sampling=random_iter`, `seq_data_iter_random`) "
+        "our three seeds end at 1.594 ± 0.016 (prints 1.6, outside the book's 1.3-1.5), their epochs 451-500 have "
+        "median 1.56 and 44% print 1.5 or less; with the book's recipe, median 1.46 and 91%, and the curve follows "
+        "the book's PyTorch plot (epoch 200: book 4.31, ours 4.30-4.62 against 4.91-5.18 with shuffled chunks)."),
 }
 
 
@@ -178,6 +183,25 @@ def read_run(workdir: pathlib.Path) -> dict[str, Any] | None:
     return None
   epochs = {int(r["epoch"]): r for r in records if "epoch" in r and not r.get("final")}
   return {"epochs": epochs, "final": final[-1]}
+
+
+def check_runs_match(rows: list[Row], seeds: int, runs_dir: pathlib.Path) -> None:
+  """Refuses to read or resume a run whose saved config is not its row's config (an edited experiment file, a
+  different --runs_dir layout): its numbers would be reported under the wrong recipe."""
+  stale = []
+  for row in rows:
+    for seed in range(seeds):
+      saved = workdir_of(runs_dir, row, seed) / "config.json"
+      if saved.exists():
+        config = load_config(row.experiment)
+        config.seed = seed
+        found = config_lib.differences(json.loads(saved.read_text())["config"], config, ("seed", "data", "model",
+                                       "optimizer", "train.num_epochs"), saved_as="run")
+        if found:
+          stale.append(f"{saved.parent}: {'; '.join(found)}")
+  if stale:
+    raise ValueError("These runs were made with another config than their row's now:\n  " + "\n  ".join(stale) +
+                     "\nMove them aside (their numbers belong to the old recipe) or pass another --runs_dir.")
 
 
 def train_row(row: Row, seed: int, workdir: pathlib.Path) -> None:
@@ -354,7 +378,7 @@ def scratch_vs_library(cell: str, implementation: str, num_steps: int, seed: int
   batches = []
   epoch = 1
   while len(batches) < num_steps:
-    batches += train._epoch(config, corpus, epoch)  # noqa: SLF001 (the train loop's own epoch order)
+    batches += train.epoch_batches(config, corpus, epoch)  # the train loop's own epoch order
     epoch += 1
   batches = batches[:num_steps]
   result = {"cell": cell, "implementation": implementation, "steps": num_steps}
@@ -410,6 +434,9 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
     missed = [r for r in table_rows if r.name in summaries and summaries[r.name]["verdict"] == "NOT reproduced"]
     for row in missed:
       lines += [f"- **{row.name}**: " + EXPLANATIONS.get(row.name, "no explanation recorded yet."), ""]
+    for row in table_rows:
+      if row.name in NOTES and row.name in summaries:
+        lines += [f"- **{row.name}** (note): " + NOTES[row.name], ""]
     if any(runs.get(r.name) for r in table_rows):
       plot_table(table, table_rows, runs, out_dir / f"{table}.png")
       lines += [f"![{table}]({table}.png)", ""]
@@ -451,6 +478,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   rows = select_rows(_ROWS_FLAG.value)
   runs_dir = pathlib.Path(_RUNS_DIR.value)
+  check_runs_match(rows, _SEEDS.value, runs_dir)
   runs: dict[str, list[dict[str, Any]]] = {}
   samples: dict[str, list[str]] = {}
   if _TRAIN.value:

@@ -2,7 +2,7 @@
 
 The recurrent state (``TrainState.carry``) follows the book: with ``sequential`` sampling it is zeroed at the
 start of every epoch and carried from one minibatch into the next with ``stop_gradient`` (truncated BPTT);
-with ``random`` or ``windows`` sampling every minibatch starts from zeros.
+with ``random`` or ``windows`` sampling, or ``data.carry_state=False``, every minibatch starts from zeros.
 """
 
 from __future__ import annotations
@@ -94,12 +94,28 @@ def train_step(state: TrainState, inputs_BT: jax.Array, targets_BT: jax.Array, *
                         carry=new_carry if carry_state else state.carry), metrics
 
 
+def carries_state(data_config: ml_collections.ConfigDict) -> bool:
+  """Whether minibatch ``t + 1`` starts from minibatch ``t``'s final state (else from zeros).
+
+  ``data.carry_state`` None follows the sampling (carried for ``sequential`` only); False zeroes the state before
+  every minibatch of any sampling; True is allowed only with ``sequential``, whose rows continue one another.
+  """
+  sequential = data_config.sampling == "sequential"
+  if data_config.get("carry_state") is None:
+    return sequential
+  if data_config.carry_state and not sequential:
+    raise ValueError(f"data.carry_state=True needs sequential sampling (rows that continue one another), not "
+                     f"{data_config.sampling!r}; set --config.data.sampling=sequential or drop carry_state.")
+  return bool(data_config.carry_state)
+
+
 def compile_train_step(model, optimizer, carry_state):
   return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, carry_state=carry_state),
                  donate_argnums=0)
 
 
-def _validation_batches(config, corpus: corpora.Corpus) -> list[batching.Batch]:
+def validation_batches(config, corpus: corpora.Corpus) -> list[batching.Batch]:
+  """The fixed validation minibatches (``[batch, time]`` inputs and targets); empty when the config holds none out."""
   d = config.data
   if d.sampling == "windows":
     return batching.window_batches(corpus.train_ids, d.batch_size, d.num_steps, d.num_train_windows,
@@ -109,13 +125,15 @@ def _validation_batches(config, corpus: corpora.Corpus) -> list[batching.Batch]:
   return []
 
 
-def _epoch(config, corpus, epoch: int) -> list[batching.Batch]:
+def epoch_batches(config, corpus, epoch: int) -> list[batching.Batch]:
+  """Epoch ``epoch``'s training minibatches (1-based), a pure function of the config's seed and data rules."""
   d = config.data
   return batching.epoch_batches(corpus.train_ids, sampling=d.sampling, edition=d.edition, batch_size=d.batch_size,
                                 num_steps=d.num_steps, seed=config.seed, epoch=epoch, num_windows=d.num_train_windows)
 
 
-def _due(epoch: int, every: int, num_epochs: int) -> bool:
+def is_due(epoch: int, every: int, num_epochs: int) -> bool:
+  """Whether an every-N-epochs action (log, evaluate, save) runs after ``epoch``; always after the last."""
   return epoch == num_epochs or (every > 0 and epoch % every == 0)
 
 
@@ -141,7 +159,8 @@ class _StopRequest:
     return False
 
 
-def _prepare_workdir(workdir: str) -> pathlib.Path:
+def prepare_workdir(workdir: str) -> pathlib.Path:
+  """Creates ``workdir`` and checks it is writable, failing early with a message that names it."""
   path = pathlib.Path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
@@ -173,7 +192,7 @@ def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
 
-def _saved_state(state: TrainState, epoch: int, batch: int, nll_sum, tokens: int) -> dict[str, Any]:
+def saved_state(state: TrainState, epoch: int, batch: int, nll_sum, tokens: int) -> dict[str, Any]:
   """What a checkpoint holds: the train state (RNG as raw key data), the data position and the epoch's sums."""
   return {"train": state._replace(rng=jax.random.key_data(state.rng)),
           "position": {"epoch": np.int64(epoch), "batch": np.int64(batch)},
@@ -181,7 +200,7 @@ def _saved_state(state: TrainState, epoch: int, batch: int, nll_sum, tokens: int
 
 
 def saved_state_structure(state: TrainState) -> Any:
-  """The abstract (shape/dtype) structure of ``_saved_state`` for a state (concrete or from ``jax.eval_shape``)."""
+  """The abstract (shape/dtype) structure of ``saved_state`` for a state (concrete or from ``jax.eval_shape``)."""
   rng_data = jax.eval_shape(jax.random.key_data, state.rng)
   structure = {"train": state._replace(rng=rng_data),
                "position": {"epoch": np.int64(0), "batch": np.int64(0)},
@@ -195,12 +214,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   A workdir that holds checkpoints is resumed from the latest one (``config.train.resume``), exactly: same
   parameters, optimizer state, RNG, data position, carried state and epoch sums as if the run had never stopped.
   """
-  workdir_path = _prepare_workdir(workdir)
+  workdir_path = prepare_workdir(workdir)
   corpus = corpora.load(config.data)
   vocab = corpus.vocab
   model = model_lib.from_config(config.model, len(vocab))
   optimizer = make_optimizer(config.optimizer)
-  carry_state = config.data.sampling == "sequential"
+  carry_state = carries_state(config.data)
   logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,
                config.data.edition, len(corpus.train_ids), len(corpus.val_ids), len(vocab))
 
@@ -227,14 +246,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   step_fn = compile_train_step(model, optimizer, carry_state)
   writer = metrics_lib.MetricWriter(workdir)
-  val_batches = _validation_batches(config, corpus)
+  val_batches = validation_batches(config, corpus)
   num_epochs = config.train.num_epochs
   every_steps = config.train.checkpoint_every_steps
   last_good = {"step": latest}
   summary: dict[str, Any] = {}
 
   def save(epoch, batch, perplexity=None):
-    checkpointer.save(int(state.step), _saved_state(state, epoch, batch, nll_sum, tokens), config, vocab, perplexity)
+    checkpointer.save(int(state.step), saved_state(state, epoch, batch, nll_sum, tokens), config, vocab, perplexity)
     last_good["step"] = int(state.step)
 
   def fail_non_finite(step_losses, first_step):
@@ -258,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start = time.perf_counter()
   with _StopRequest() as stop:
     for epoch in range(start_epoch, num_epochs + 1):
-      batches = _epoch(config, corpus, epoch)
+      batches = epoch_batches(config, corpus, epoch)
       first_batch = start_batch if epoch == start_epoch else 0
       if first_batch == 0:
         nll_sum, tokens = jnp.zeros(()), 0
@@ -288,10 +307,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         fail_non_finite(step_losses, first_step)
       step = int(state.step)
       record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
-      if val_batches and _due(epoch, config.train.eval_every_epochs, num_epochs):
+      if val_batches and is_due(epoch, config.train.eval_every_epochs, num_epochs):
         evaluation = evaluate_lib.evaluate_batches(model, state.params, val_batches, carry_state=carry_state)
         record.update(evaluation.as_dict("val_"))
-      if _due(epoch, config.train.log_every_epochs, num_epochs):
+      if is_due(epoch, config.train.log_every_epochs, num_epochs):
         now = time.perf_counter()
         record["tokens_per_sec"] = tokens_since_log / (now - time_of_log)
         tokens_since_log, time_of_log = 0, now
@@ -302,13 +321,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         print(line, flush=True)
       record["elapsed_sec"] = time.perf_counter() - start
       writer.write(step, record)
-      if _due(epoch, config.train.generate_every_epochs, num_epochs):
+      if is_due(epoch, config.train.generate_every_epochs, num_epochs):
         for prefix in config.generate.prefixes:
           text = generate_lib.generate_text(model, state.params, vocab, prefix, config.generate.num_tokens,
                                             method=config.generate.method, temperature=config.generate.temperature,
                                             top_k=config.generate.top_k, seed=config.seed)
           print(f" - {text}", flush=True)
-      if _due(epoch, config.train.checkpoint_every_epochs, num_epochs):
+      if is_due(epoch, config.train.checkpoint_every_epochs, num_epochs):
         nll_sum, tokens = jnp.zeros(()), 0
         save(epoch + 1, 0, record.get("val_perplexity", record["train_perplexity"]))
       summary = record

@@ -87,3 +87,15 @@ def test_bad_variant_is_a_clear_error():
 def test_bad_sweep_override_is_a_clear_error():
   with pytest.raises(ValueError, match="names no config field"):
     sweep_lib.run_config(str(EXPERIMENTS / "lstm.py"), {"model.hiden_size": 8})
+
+
+def test_d2l_0x_random_row_is_the_books_sequential_data_with_a_zero_state_per_minibatch():
+  from lstm_jax import train  # noqa: PLC0415
+  module = _load(EXPERIMENTS / "d2l_0x.py")
+  book = module.get_config("model=rnn,impl=scratch,sampling=random")
+  assert book.data.sampling == "sequential" and not train.carries_state(book.data)
+  shuffled = module.get_config("model=rnn,impl=scratch,sampling=random_iter")
+  assert shuffled.data.sampling == "random" and not train.carries_state(shuffled.data)
+  assert train.carries_state(module.get_config("model=rnn,impl=scratch").data)
+  with pytest.raises(ValueError, match="random_iter"):
+    module.get_config("model=rnn,impl=scratch,sampling=shuffled")

@@ -111,3 +111,26 @@ def test_explained_misses_are_written_under_their_table(tmp_path, monkeypatch):
   monkeypatch.setitem(report.EXPLANATIONS, row.name, "because of the experiment in X.")
   report.write_report([row], {row.name: [report.read_run(tmp_path / "seed0")]}, tmp_path / "out")
   assert "- **tm2019_lstm_scratch**: because of the experiment in X." in (tmp_path / "out" / "RESULTS.md").read_text()
+
+
+def test_runs_made_with_another_config_are_refused(tmp_path):
+  row = report.ROWS["tm0x_rnn_scratch_random"]
+  workdir = report.workdir_of(tmp_path, row, 1)
+  _fake_run(workdir, {500: 1.5})
+  config = report.load_config(row.experiment)
+  config.seed = 1
+  (workdir / "config.json").write_text(json.dumps({"config": config.to_dict()}))
+  report.check_runs_match([row], seeds=2, runs_dir=tmp_path)   # same recipe (seed 0 has no run yet): accepted
+  older = config.to_dict()
+  del older["data"]["val_fraction"]  # written before the field existed: reads as its default, 0.0
+  (workdir / "config.json").write_text(json.dumps({"config": older}))
+  report.check_runs_match([row], seeds=2, runs_dir=tmp_path)
+  del older["data"]["carry_state"]  # default None: the state was carried, not this row's recipe
+  (workdir / "config.json").write_text(json.dumps({"config": older}))
+  with pytest.raises(ValueError, match="seed1: data.carry_state: run None, now False"):
+    report.check_runs_match([row], seeds=2, runs_dir=tmp_path)
+  config.data.sampling = "random"
+  (workdir / "config.json").write_text(json.dumps({"config": config.to_dict()}))
+  with pytest.raises(ValueError, match="seed1: data.sampling: run 'random', now 'sequential'") as error:
+    report.check_runs_match([row], seeds=2, runs_dir=tmp_path)
+  assert "Move them aside" in str(error.value)

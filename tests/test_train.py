@@ -112,6 +112,46 @@ def test_tiny_run_end_to_end_writes_metrics_and_learns(tmp_path, tiny_text, samp
   assert "perplexity" in output and "tokens/s" in output and " - the " in output
 
 
+@pytest.mark.parametrize("carry_state", [None, False])
+def test_loop_carries_or_zeroes_the_state_as_configured(tmp_path, tiny_text, carry_state):
+  """Sequential sampling carries the state between minibatches unless ``data.carry_state=False`` (d2l 0.x's
+  "random" RNN run): one epoch of the loop equals a hand loop of train steps with that rule, and not the other."""
+  from lstm_jax import checkpoint  # noqa: PLC0415
+  from lstm_jax.data import corpora  # noqa: PLC0415
+  text_path = tmp_path / "corpus.txt"
+  text_path.write_text(tiny_text)
+  config = _tiny_config(text_path, **{"data.carry_state": carry_state, "train.num_epochs": 1,
+                                      "data.max_tokens": 400})
+  train.train_and_evaluate(config, str(tmp_path / "work"))
+  _, trained, _, _ = checkpoint.load_params(tmp_path / "work")
+
+  model = model_lib.from_config(config.model, len(corpora.load(config.data).vocab))
+  optimizer = train.make_optimizer(config.optimizer)
+  batches = train.epoch_batches(config, corpora.load(config.data), epoch=1)
+  assert len(batches) > 1
+  by_rule = {}
+  for carry in (True, False):
+    state = train.create_train_state(model, optimizer, config.seed, config.data.batch_size)
+    step = train.compile_train_step(model, optimizer, carry_state=carry)
+    for inputs, targets in batches:
+      state, _ = step(state, inputs, targets)
+    by_rule[carry] = state.params
+  expected, other = (by_rule[True], by_rule[False]) if carry_state is None else (by_rule[False], by_rule[True])
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(trained)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert any(not np.allclose(a, b, rtol=1e-4) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(trained)))
+
+
+def test_carrying_state_across_random_minibatches_is_refused():
+  config = config_lib.default_config()
+  config.data.sampling, config.data.carry_state = "random", True
+  with pytest.raises(ValueError, match="--config.data.sampling=sequential"):
+    train.carries_state(config.data)
+  assert train.carries_state(config_lib.default_config().data)
+  config.data.carry_state = False
+  assert not train.carries_state(config.data)
+
+
 def test_main_job_learns_like_the_book_in_40_epochs(tmp_path, real_data_dir):
   """The book (0.2, LSTM scratch) prints perplexity 7.95 at epoch 40; untrained it is 43."""
   from experiments import timemachine_lstm  # noqa: PLC0415
