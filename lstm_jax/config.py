@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 160             # passes over the training tokens
   c.train.log_every_epochs = 1         # progress line (step, loss, perplexity, tokens/s) every N epochs
+  c.train.log_batch_perplexity = False # also log d2l 1.x's train measure: mean of per-batch perplexities, last half
   c.train.eval_every_epochs = 0        # validation perplexity every N epochs (0: only at the end)
   c.train.generate_every_epochs = 40   # greedy samples for the prefixes every N epochs (0: only at the end)
   c.train.checkpoint_every_epochs = 20 # checkpoint at the end of every N epochs (and always at the last)

@@ -22,6 +22,7 @@ class Evaluation:
   mean_nll: float       # nats per token
   stderr_nll: float     # standard error of the mean NLL (tokens treated as independent)
   num_tokens: int
+  batch_perplexity_mean: float | None = None  # mean over batches of exp(batch token-mean NLL) (d2l 1.x's board)
 
   @property
   def perplexity(self) -> float:
@@ -32,9 +33,12 @@ class Evaluation:
     return loss_lib.bits_per_token(self.mean_nll)
 
   def as_dict(self, prefix: str = "") -> dict[str, float]:
-    return {f"{prefix}perplexity": self.perplexity, f"{prefix}bits_per_token": self.bits_per_token,
-            f"{prefix}nll": self.mean_nll, f"{prefix}nll_stderr": self.stderr_nll,
-            f"{prefix}tokens": self.num_tokens}
+    values = {f"{prefix}perplexity": self.perplexity, f"{prefix}bits_per_token": self.bits_per_token,
+              f"{prefix}nll": self.mean_nll, f"{prefix}nll_stderr": self.stderr_nll,
+              f"{prefix}tokens": self.num_tokens}
+    if self.batch_perplexity_mean is not None:
+      values[f"{prefix}batch_perplexity_mean"] = self.batch_perplexity_mean
+    return values
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -50,18 +54,28 @@ def evaluate_batches(model: LanguageModel, params: Any, batches: Sequence[batchi
   total = jnp.zeros(()), jnp.zeros(())
   count = 0
   carry = None
+  batch_sums, batch_counts = [], []
   for inputs, targets in batches:
     if not carry_state or carry is None or jax.tree.leaves(carry)[0].shape[0] != inputs.shape[0]:
       carry = model.zero_carry(inputs.shape[0])
     nll_sum, sq_sum, carry = _chunk_sums(model, params, inputs, targets, carry)
     total = total[0] + nll_sum, total[1] + sq_sum
     count += targets.size
+    batch_sums.append(nll_sum)
+    batch_counts.append(targets.size)
   if count == 0:
     raise ValueError("Nothing to evaluate: the split holds fewer than two tokens.")
   nll_sum, sq_sum = (float(x) for x in total)
   mean = nll_sum / count
   variance = max(sq_sum / count - mean * mean, 0.0)
-  return Evaluation(mean_nll=mean, stderr_nll=math.sqrt(variance / count), num_tokens=count)
+  return Evaluation(mean_nll=mean, stderr_nll=math.sqrt(variance / count), num_tokens=count,
+                    batch_perplexity_mean=batch_perplexity_mean(batch_sums, batch_counts))
+
+
+def batch_perplexity_mean(nll_sums: Sequence[Any], token_counts: Sequence[int]) -> float:
+  """Mean over minibatches of ``exp(sum / count)``: d2l 1.x plots and averages per-batch perplexities, unweighted
+  (its last, smaller batch counts as much as the others), which reads higher than exp of the token-mean NLL."""
+  return float(np.mean(np.exp(np.asarray(jax.device_get(nll_sums), np.float64) / np.asarray(token_counts))))
 
 
 def evaluate_ids(model: LanguageModel, params: Any, ids: np.ndarray, batch_size: int = 32,

@@ -283,11 +283,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         nll_sum, tokens = jnp.zeros(()), 0
         if carry_state:
           state = state._replace(carry=sharding_lib.split_leading(model.zero_carry(config.data.batch_size), devices))
-      step_losses, first_step = [], int(state.step) + 1
+      step_losses, step_tokens, first_step = [], [], int(state.step) + 1
       for index in range(first_batch, len(batches)):
         inputs, targets = sharding_lib.split_leading(batches[index], devices)
         state, step_metrics = step_fn(state, inputs, targets)
         step_losses.append(step_metrics["nll_sum"])
+        step_tokens.append(targets.size)
         nll_sum = nll_sum + step_metrics["nll_sum"]
         tokens += targets.size
         tokens_since_log += targets.size
@@ -307,6 +308,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         fail_non_finite(step_losses, first_step)
       step = int(state.step)
       record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
+      last_half = len(batches) // 2  # d2l 1.x's board: per-batch perplexities averaged over the last half epoch
+      if config.train.log_batch_perplexity and len(step_losses) >= last_half > 0:
+        record["train_batch_perplexity_last_half"] = evaluate_lib.batch_perplexity_mean(
+            step_losses[-last_half:], step_tokens[-last_half:])
       if val_batches and is_due(epoch, config.train.eval_every_epochs, num_epochs):
         evaluation = evaluate_lib.evaluate_batches(model, state.params, val_batches, carry_state=carry_state)
         record.update(evaluation.as_dict("val_"))

@@ -40,3 +40,16 @@ def test_uniform_model_has_perplexity_equal_to_vocab_size():
   params = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0)))
   result = evaluate.evaluate_ids(model, params, np.arange(50, dtype=np.int32) % 7, batch_size=3, num_steps=4)
   np.testing.assert_allclose(result.perplexity, 7.0, rtol=1e-5)
+
+
+def test_batch_perplexity_mean_is_the_unweighted_mean_of_each_batchs_perplexity():
+  """d2l 1.x's validation number: per-batch perplexities averaged without weights (the last batch is smaller)."""
+  model = LanguageModel(vocab_size=9, hidden_size=6, init_scheme="flax")
+  params = model.init(jax.random.key(0))
+  tokens = np.asarray(jax.random.randint(jax.random.key(1), (7, 6), 0, 9), np.int32)
+  batches = [(tokens[:4, :5], tokens[:4, 1:]), (tokens[4:, :5], tokens[4:, 1:])]  # 4 rows, then 3
+  each = [evaluate.evaluate_batches(model, params, [b], carry_state=False).perplexity for b in batches]
+  result = evaluate.evaluate_batches(model, params, batches, carry_state=False)
+  np.testing.assert_allclose(result.batch_perplexity_mean, np.mean(each), rtol=1e-6)
+  assert abs(result.batch_perplexity_mean - result.perplexity) > 1e-4  # a different quantity from the pooled one
+  assert result.as_dict("val_")["val_batch_perplexity_mean"] == result.batch_perplexity_mean

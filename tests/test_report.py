@@ -59,6 +59,16 @@ def test_summary_statistics_and_verdicts(tmp_path):
   decimals_row = report.ROWS["tm0x_lstm_scratch"]      # book 1.1, spread top 1.4, printed to one decimal
   assert report.verdict(decimals_row, (1.44, 0.0), None) == "reproduced"  # prints as 1.4
   assert report.verdict(decimals_row, (1.46, 0.0), None) == "NOT reproduced"
+  batch_row = report.ROWS["tm1x_gru_scratch"]         # d2l 1.x: judged on the book's per-batch means when logged
+  _fake_run(tmp_path / "b0", {50: 5.6}, val={50: 6.7})
+  run = report.read_run(tmp_path / "b0")
+  assert report.summarise(batch_row, [run])["at_epochs"][50][0] == pytest.approx(5.6)   # not logged: pooled
+  for record in (run["epochs"][50], run["final"]):
+    record.update(train_batch_perplexity_last_half=5.9, val_batch_perplexity_mean=6.9)
+  summary = report.summarise(batch_row, [run])
+  assert summary["at_epochs"][50][0] == pytest.approx(5.9) and summary["val"][0] == pytest.approx(6.9)
+  assert summary["verdict"] == "NOT reproduced" and summary["measure"] == "train_batch_perplexity_last_half"
+  assert report.summarise(report.ROWS["tm2019_lstm_scratch"], runs)["measure"] == "train_perplexity"
   val_row = report.ROWS["tm1x_lstm_scratch"]           # train spread top 6.90, val spread top 7.51
   assert report.verdict(val_row, (6.5, 0.0), (7.4, 0.0)) == "reproduced"
   assert report.verdict(val_row, (6.5, 0.0), (7.6, 0.0)) == "NOT reproduced"

@@ -115,13 +115,14 @@ def test_tiny_run_end_to_end_writes_metrics_and_learns(tmp_path, tiny_text, samp
 @pytest.mark.parametrize("carry_state", [None, False])
 def test_loop_carries_or_zeroes_the_state_as_configured(tmp_path, tiny_text, carry_state):
   """Sequential sampling carries the state between minibatches unless ``data.carry_state=False`` (d2l 0.x's
-  "random" RNN run): one epoch of the loop equals a hand loop of train steps with that rule, and not the other."""
+  "random" RNN run): one epoch of the loop equals a hand loop of train steps with that rule, and not the other.
+  The epoch record's d2l 1.x measure is the mean of the last half's per-batch perplexities of that hand loop."""
   from lstm_jax import checkpoint  # noqa: PLC0415
   from lstm_jax.data import corpora  # noqa: PLC0415
   text_path = tmp_path / "corpus.txt"
   text_path.write_text(tiny_text)
   config = _tiny_config(text_path, **{"data.carry_state": carry_state, "train.num_epochs": 1,
-                                      "data.max_tokens": 400})
+                                      "data.max_tokens": 400, "train.log_batch_perplexity": True})
   train.train_and_evaluate(config, str(tmp_path / "work"))
   _, trained, _, _ = checkpoint.load_params(tmp_path / "work")
 
@@ -129,17 +130,22 @@ def test_loop_carries_or_zeroes_the_state_as_configured(tmp_path, tiny_text, car
   optimizer = train.make_optimizer(config.optimizer)
   batches = train.epoch_batches(config, corpora.load(config.data), epoch=1)
   assert len(batches) > 1
-  by_rule = {}
+  by_rule, batch_perplexities = {}, {}
   for carry in (True, False):
     state = train.create_train_state(model, optimizer, config.seed, config.data.batch_size)
     step = train.compile_train_step(model, optimizer, carry_state=carry)
+    batch_perplexities[carry] = []
     for inputs, targets in batches:
-      state, _ = step(state, inputs, targets)
+      state, metrics = step(state, inputs, targets)
+      batch_perplexities[carry].append(math.exp(float(metrics["nll_sum"]) / targets.size))
     by_rule[carry] = state.params
   expected, other = (by_rule[True], by_rule[False]) if carry_state is None else (by_rule[False], by_rule[True])
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(trained)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert any(not np.allclose(a, b, rtol=1e-4) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(trained)))
+  record = metrics_lib.read_metrics(tmp_path / "work" / "metrics.jsonl")[0]
+  last_half = batch_perplexities[carry_state is None][-(len(batches) // 2):]
+  assert record["train_batch_perplexity_last_half"] == pytest.approx(np.mean(last_half), rel=1e-5)
 
 
 def test_carrying_state_across_random_minibatches_is_refused():
