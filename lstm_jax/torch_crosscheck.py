@@ -1,6 +1,6 @@
 """An independent PyTorch rerun of a d2l-zh 1.x scratch row, trained on exactly our JAX runs' minibatches.
 
-``python -m lstm_jax.torch_crosscheck --experiment=d2l_jaychou.py:model=gru,impl=scratch --seeds=0,1,2``
+``python -m lstm_jax.torch_crosscheck --experiment=d2l_jaychou.py:model=gru,impl=scratch --num_seeds=3``
 
 The model is the book's scratch code (reference ``d2l_tables.md`` 3.1-3.4) written again in PyTorch float32, sharing
 nothing with ``lstm_jax.model`` but the data: every epoch's minibatches come from ``train.epoch_batches``, so the
@@ -22,16 +22,20 @@ import time
 import numpy as np
 from absl import app, flags
 
-from lstm_jax import report
+from lstm_jax import d2l_rows
 
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "Row config, FILE.py:variant under experiments/.", required=True)
-# Replaces lstm_jax.report's integer --seeds (importing report defines its flags; its main never runs here).
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed: data order; torch.manual_seed: weights).",
-                           allow_override=True)
+# Flag names distinct from lstm_jax.report's and lstm_jax.benchmark's (absl flags are process-global).
+_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 3, "Seeds 0 .. N-1 (config.seed: data order; torch.manual_seed: "
+                                  "weights).")
 _OUT = flags.DEFINE_string("out", None, "Also write the Markdown table to this file.")
-_THREADS = flags.DEFINE_integer("threads", 1, "torch.set_num_threads.")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 1, "torch.set_num_threads.")
+_INIT = flags.DEFINE_enum("init", "torch", ["torch", "ours"], "Initial weights: torch (the book's law drawn by "
+                          "torch) or ours (the very weights our JAX run of the seed starts from).")
+_EPOCHS = flags.DEFINE_list("epochs", [], "Epochs to tabulate (default: the book's printed epochs).")
 
 GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}  # the book's get_params order
+FUSED_BLOCKS = {"rnn": "h", "gru": "rzh", "lstm": "ifco"}  # the gate blocks of our fused [*, G*H] matrices, in order
 
 
 def init_params(cell: str, vocab_size: int, hidden_size: int, seed: int) -> dict:
@@ -45,6 +49,19 @@ def init_params(cell: str, vocab_size: int, hidden_size: int, seed: int) -> dict
     params[f"b_{gate}"] = torch.zeros(hidden_size)
   params["W_hq"], params["b_q"] = torch.randn(hidden_size, vocab_size) * 0.01, torch.zeros(vocab_size)
   return {name: p.requires_grad_() for name, p in params.items()}
+
+
+def from_ours(cell: str, params: dict) -> dict:
+  """Our one-layer scratch params (``layers[0]``: ``W_x [V, G*H]``, ``W_h [H, G*H]``, ``b [G*H]``; ``head``:
+  ``W [H, V]``, ``b [V]``) -> the book's per-gate tensors (float32, ``requires_grad``)."""
+  import torch  # noqa: PLC0415
+  layer, hidden, out = params["layers"][0], params["layers"][0]["W_h"].shape[0], {}
+  for k, gate in enumerate(FUSED_BLOCKS[cell]):
+    block = slice(k * hidden, (k + 1) * hidden)
+    out[f"W_x{gate}"], out[f"W_h{gate}"], out[f"b_{gate}"] = layer["W_x"][:, block], layer["W_h"][:, block], \
+        layer["b"][block]
+  out["W_hq"], out["b_q"] = params["head"]["W"], params["head"]["b"]
+  return {name: torch.tensor(np.asarray(value)).requires_grad_() for name, value in out.items()}
 
 
 def zero_state(cell: str, batch_size: int, hidden_size: int) -> tuple:
@@ -90,7 +107,7 @@ def train_step(cell: str, p: dict, inputs_BT, targets_BT, state: tuple, lr: floa
   with torch.no_grad():
     for param, g in zip(p.values(), grads):
       param -= lr * scale * g
-  return float(loss), tuple(s.detach() for s in state)
+  return loss.item(), tuple(s.detach() for s in state)
 
 
 def check_config(config) -> None:
@@ -110,14 +127,21 @@ def check_config(config) -> None:
                          "; ".join(problems) + ".")
 
 
-def run_seed(config, corpus, seed: int, report_epochs) -> dict:
-  """Trains one seed; returns ``{"perplexity": {epoch: value}, "wall_s": seconds}``."""
+def run_seed(config, corpus, seed: int, report_epochs, init: str = "torch") -> dict:
+  """Trains one seed; returns ``{"perplexity": {epoch: value}, "wall_s": seconds}``. ``init="ours"`` starts from
+  the weights ``train.create_train_state`` draws for the seed (the JAX run's own start)."""
   import torch  # noqa: PLC0415
-  from lstm_jax import train  # noqa: PLC0415 (imports JAX)
+  from lstm_jax import model as model_lib  # noqa: PLC0415 (imports JAX)
+  from lstm_jax import train  # noqa: PLC0415
   config.seed = seed
   cell, hidden, batch_size = config.model.cell, config.model.hidden_size, config.data.batch_size
   carry = train.carries_state(config.data)
-  params = init_params(cell, len(corpus.vocab), hidden, seed)
+  if init == "ours":
+    model = model_lib.from_config(config.model, len(corpus.vocab))
+    optimizer = train.make_optimizer(config.optimizer)
+    params = from_ours(cell, train.create_train_state(model, optimizer, seed, batch_size).params)
+  else:
+    params = init_params(cell, len(corpus.vocab), hidden, seed)
   opt, num_epochs, every = config.optimizer, config.train.num_epochs, config.train.log_every_epochs
   perplexity, start = {}, time.perf_counter()
   for epoch in range(1, num_epochs + 1):
@@ -136,9 +160,10 @@ def run_seed(config, corpus, seed: int, report_epochs) -> dict:
   return {"perplexity": perplexity, "wall_s": time.perf_counter() - start}
 
 
-def table(experiment: str, epochs, results: dict, book: dict | None) -> list[str]:
+def table(experiment: str, epochs, results: dict, book: dict | None, init: str = "torch") -> list[str]:
   """Markdown: a line per seed, mean ± std (ddof 1) per epoch, and the book's line when the row has one."""
-  lines = [f"PyTorch cross-check of `{experiment}` (minibatches from `train.epoch_batches`)", "",
+  start = "our JAX run's initial weights" if init == "ours" else "the book's init drawn by torch"
+  lines = [f"PyTorch cross-check of `{experiment}` (minibatches from `train.epoch_batches`; {start})", "",
            "| seed | " + " | ".join(f"@{e}" for e in epochs) + " | wall s |", "|---" * (len(epochs) + 2) + "|"]
   for seed, r in results.items():
     lines.append(f"| {seed} | " + " | ".join(f"{r['perplexity'][e]:.4f}" for e in epochs) +
@@ -150,7 +175,7 @@ def table(experiment: str, epochs, results: dict, book: dict | None) -> list[str
   walls = [r["wall_s"] for r in results.values()]
   lines.append("| mean ± std | " + " | ".join(cells) + f" | {np.mean(walls):.0f} |")
   if book:
-    lines.append("| book | " + " | ".join(f"{book[e]:.4f}" for e in epochs) + " | |")
+    lines.append("| book | " + " | ".join(f"{book[e]:.4f}" if e in book else "" for e in epochs) + " | |")
   return lines
 
 
@@ -162,18 +187,19 @@ def main(argv):
     raise SystemExit("The PyTorch cross-check needs torch: pip install torch==2.13.0") from None
   from lstm_jax import train  # noqa: PLC0415
   from lstm_jax.data import corpora  # noqa: PLC0415
-  torch.set_num_threads(_THREADS.value)
-  config = report.load_config(_EXPERIMENT.value)
+  torch.set_num_threads(_TORCH_THREADS.value)
+  config = d2l_rows.load_config(_EXPERIMENT.value)
   check_config(config)
   corpus = corpora.load(config.data)
-  rows = [row for row in report.ROWS.values() if row.experiment == _EXPERIMENT.value]
+  rows = [row for row in d2l_rows.ROWS.values() if row.experiment == _EXPERIMENT.value]
   book = rows[0].book if rows else None
   every, num_epochs = config.train.log_every_epochs, config.train.num_epochs
   epochs = sorted(book) if book else [e for e in range(1, num_epochs + 1) if train.is_due(e, every, num_epochs)]
+  epochs = sorted(int(e) for e in _EPOCHS.value) if _EPOCHS.value else epochs
   print(f"{_EXPERIMENT.value}: cell {config.model.cell}, vocab {len(corpus.vocab)}, {num_epochs} epochs, "
         f"row {rows[0].name if rows else '(none)'}", flush=True)
-  results = {int(s): run_seed(config, corpus, int(s), set(epochs)) for s in _SEEDS.value}
-  text = "\n".join(table(_EXPERIMENT.value, epochs, results, book)) + "\n"
+  results = {seed: run_seed(config, corpus, seed, set(epochs), _INIT.value) for seed in range(_NUM_SEEDS.value)}
+  text = "\n".join(table(_EXPERIMENT.value, epochs, results, book, _INIT.value)) + "\n"
   print(text)
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(text)
