@@ -27,8 +27,8 @@ Book (final training perplexity printed to one decimal, v0.17.5 PyTorch; section
 | lstm concise | 256 | 1.0 | 1.0 / 1.0 / 1.3 |
 | deep lstm concise, 2 layers, lr 2 | 256 | 1.0 | 1.0 / 1.0 / 1.0 |
 
-Expected wall time on a 2-core CPU (measured, machine shared): 40 s (rnn concise) to 4.5 min (deep lstm) a row;
-per row in reports/d2l/RESULTS.md.
+Expected wall time on a 2-core CPU (measured, machine shared): 40 s (rnn concise) to 4.5-10 min (deep lstm, by
+load) a run; per row in reports/d2l/RESULTS.md.
 The book's scratch GRU is the reset-before form (``gru``); PyTorch's nn.GRU is the reset-after form
 (``gru_reset_after``, Flax's GRUCell).
 """

@@ -19,7 +19,8 @@ Command: python -m lstm_jax.main --config experiments/d2l_2019.py:model=gru,impl
 | deep lstm concise, 2 layers | 256 | 35 | 3000 | @500 10.94 ... @3000 1.29 (a second run: 1.02) |
 
 Expected wall time on a 2-core CPU (measured, machine shared with a second run): rnn scratch 2-4 min, rnn concise
-25 s, gru 45-60 s, lstm scratch 30-40 s, lstm concise 75-85 s; deep_lstm (3000 epochs) not yet timed to the end (estimated about an hour).
+25 s, gru 45-60 s, lstm scratch 30-40 s, lstm concise 75-85 s; deep_lstm (3000 epochs) 36 min (seed 0, shared with
+two to three other runs, stopped once by SIGTERM and resumed).
 Per-row times and perplexities: reports/d2l/RESULTS.md.
 The book's GRU is the reset-before form (``gru``); its concise Gluon GRU is cuDNN's reset-after form, which Flax's
 GRUCell also uses. Gluon's ``rnn.RNN(num_hiddens)`` defaults to ``activation='relu'``, so the concise RNN row is a
