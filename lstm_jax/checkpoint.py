@@ -22,8 +22,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy
 from lstm_jax import config as config_lib
 from lstm_jax.data.vocab import Vocab
 
-# Config sections that fix the shapes or the meaning of a checkpoint; the others (epochs, logging) may change.
-COMPATIBILITY_KEYS = ("seed", "data", "model", "optimizer")
+COMPATIBILITY_KEYS = config_lib.RECIPE_SECTIONS
 
 
 class CheckpointError(RuntimeError):

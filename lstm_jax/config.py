@@ -13,6 +13,11 @@ from typing import Sequence
 import ml_collections
 
 
+# Config sections that fix a run's recipe (shapes, data order, updates): a checkpoint or finished run made with other
+# values is another experiment. The rest (epochs, logging, saving) may change between a run and its resumption.
+RECIPE_SECTIONS = ("seed", "data", "model", "optimizer")
+
+
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                           # seeds init, data order (offsets, shuffles), dropout and sampling

@@ -98,8 +98,8 @@ def check_runs_match(rows: list[Row], seeds: int, runs_dir: pathlib.Path) -> Non
       if saved.exists():
         config = load_config(row.experiment)
         config.seed = seed
-        found = config_lib.differences(json.loads(saved.read_text())["config"], config, ("seed", "data", "model",
-                                       "optimizer", "train.num_epochs"), saved_as="run")
+        found = config_lib.differences(json.loads(saved.read_text())["config"], config,
+                                       (*config_lib.RECIPE_SECTIONS, "train.num_epochs"), saved_as="run")
         if found:
           stale.append(f"{saved.parent}: {'; '.join(found)}")
   if stale:
