@@ -48,7 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.forget_bias = 0.0            # added to the forget-gate bias at init (LSTM)
   c.model.dropout = 0.0                # dropout between stacked layers, training only
   c.model.unroll = 1                   # lax.scan unroll factor
-  c.model.recurrence = "auto"          # auto (fused_vjp for the LSTM) | scan (autodiff) | fused_vjp (hand-written)
+  c.model.recurrence = "auto"          # auto (fused_vjp for lstm and rnn) | scan (autodiff) | fused_vjp (hand-written)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"             # sgd | momentum | adam | adamw | rmsprop | adagrad

@@ -22,14 +22,14 @@ import jax.numpy as jnp
 from lstm_jax import cells
 from lstm_jax import variable_length
 from lstm_jax.cells import initializers
-from lstm_jax.cells import lstm_fast
+from lstm_jax.cells import lstm_fast, rnn_fast
 
 Carry = tuple[Any, ...]  # one carry per layer
 
-# How the recurrence is differentiated. "scan": autodiff through the cell's lax.scan; "fused_vjp": the LSTM's
-# hand-written whole-sequence backward (lstm_jax.cells.lstm_fast, same results, faster); "auto": fused_vjp for
-# the LSTM, scan for other cells.
+# How the recurrence is differentiated. "scan": autodiff through the cell's lax.scan; "fused_vjp": a hand-written
+# whole-sequence backward (same results, faster; the cells in FUSED_VJP); "auto": fused_vjp where one exists.
 RECURRENCES = ("auto", "scan", "fused_vjp")
+FUSED_VJP = {"lstm": lstm_fast.recurrence, "rnn": rnn_fast.recurrence}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +56,11 @@ class LanguageModel:
     if self.recurrence not in RECURRENCES:
       raise ValueError(f"Unknown recurrence {self.recurrence!r}; choose one of {RECURRENCES} "
                        f"(--config.model.recurrence=NAME).")
-    if self.recurrence == "fused_vjp" or (self.recurrence == "auto" and self.cell == "lstm"):
-      if self.cell != "lstm":
-        raise ValueError(f"recurrence='fused_vjp' exists only for cell='lstm', not {self.cell!r}; "
-                         f"use --config.model.recurrence=scan.")
-      return lstm_fast.recurrence
+    if self.recurrence == "fused_vjp" and self.cell not in FUSED_VJP:
+      raise ValueError(f"recurrence='fused_vjp' exists only for cells {sorted(FUSED_VJP)}, not {self.cell!r}; "
+                       f"use --config.model.recurrence=scan.")
+    if self.recurrence in ("fused_vjp", "auto") and self.cell in FUSED_VJP:
+      return FUSED_VJP[self.cell]
     return self.family.recurrence
 
   def init(self, key: jax.Array) -> dict[str, Any]:

@@ -1,8 +1,13 @@
 """The report command: row selection, summaries and verdicts, RESULTS.md and plots from tiny fake workdirs."""
 
+import concurrent.futures
 import json
 import math
+import multiprocessing
+import os
+import types
 
+import numpy as np
 import pytest
 
 from lstm_jax import report
@@ -113,6 +118,48 @@ def test_only_missing_runs_are_trained(tmp_path, monkeypatch):
   assert [(name, seed) for name, seed, _ in trained] == [
       (rows[0].name, 1), (rows[1].name, 0), (rows[1].name, 1)]
   assert trained[0][2] == tmp_path / rows[0].name / "seed1"
+
+
+def test_parallel_runs_start_longest_first(tmp_path, monkeypatch):
+  from lstm_jax.data import corpora
+  monkeypatch.setattr(corpora, "load", lambda data_config: types.SimpleNamespace(train_ids=np.zeros(1000, np.int32)))
+  rows = report.select_rows("tm0x")
+  in_row_order = report.pending_tasks(rows, 2, tmp_path)
+  assert [(name, seed) for name, seed, _ in in_row_order[:2]] == [(rows[0].name, 0), (rows[0].name, 1)]
+  longest_first = report.pending_tasks(rows, 2, tmp_path, longest_first=True)
+  assert sorted(longest_first) == sorted(in_row_order)
+  names = [name for name, _, _ in longest_first]
+  assert names[:2] == ["tm0x_deep_lstm_concise"] * 2 and names[-2:] == ["tm0x_rnn_concise"] * 2
+  config = {name: report.load_config(report.ROWS[name].experiment) for name in ("tm0x_deep_lstm_concise",
+                                                                                "tm0x_lstm_scratch")}
+  deep, single = (report.run_cost(c.model, 1000, c.train.num_epochs) for c in config.values())
+  assert deep == pytest.approx(3 * single)  # layer 2 adds an input matmul as large as the recurrent ones
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_worker_initializer_binds_the_worker_to_one_core():
+  core = sorted(os.sched_getaffinity(0))[-1]
+  context = multiprocessing.get_context("spawn")
+  cores = context.Queue()
+  cores.put(core)
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=report._pin_to_core,
+                                              initargs=(cores,)) as pool:
+    assert pool.submit(os.sched_getaffinity, 0).result() == {core}
+
+
+def test_plots_draw_the_measure_the_table_judges(tmp_path, monkeypatch):
+  import matplotlib.axes
+  drawn = []
+  original = matplotlib.axes.Axes.plot
+  monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, x, y, *a, **k: (drawn.append(list(y)),
+                                                                                original(ax, x, y, *a, **k))[1])
+  row = report.ROWS["tm1x_gru_scratch"]   # d2l 1.x: judged on means of per-batch perplexities
+  records = {e: {"train_perplexity": 5.0, "val_perplexity": 7.0, "train_batch_perplexity_last_half": 5.5,
+                 "val_batch_perplexity_mean": 7.5} for e in (25, 50)}
+  run = {"epochs": records, "final": records[50]}
+  assert report.measure_keys(row, [run]) == ("train_batch_perplexity_last_half", "val_batch_perplexity_mean")
+  report.plot_table("tm1x", [row], {row.name: [run]}, tmp_path / "tm1x.png")
+  assert drawn[:2] == [[5.5, 5.5], [7.5, 7.5]]
 
 
 def test_explained_misses_are_written_under_their_table(tmp_path, monkeypatch):
