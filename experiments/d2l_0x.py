@@ -27,8 +27,9 @@ Book (final training perplexity printed to one decimal, v0.17.5 PyTorch; section
 | lstm concise | 256 | 1.0 | 1.0 / 1.0 / 1.3 |
 | deep lstm concise, 2 layers, lr 2 | 256 | 1.0 | 1.0 / 1.0 / 1.0 |
 
-Expected wall time on a 2-core CPU (measured, machine shared): 40 s (rnn concise) to 4.5-10 min (deep lstm, by
-load) a run; per row in reports/d2l/RESULTS.md.
+Expected wall time on a 2-core CPU (measured: one of two runs side by side, each on its own core, as
+``lstm_jax.report`` runs them): rnn concise 27 s, rnn / gru / lstm scratch 63-72 s, gru concise 75 s, lstm concise
+103 s, deep lstm 5.6 min a run; per row in reports/d2l/RESULTS.md.
 The book's scratch GRU is the reset-before form (``gru``); PyTorch's nn.GRU is the reset-after form
 (``gru_reset_after``, Flax's GRUCell).
 """

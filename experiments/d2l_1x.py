@@ -28,8 +28,8 @@ of per-batch perplexities. The runs log both measures: ``train_perplexity`` / ``
 token-mean NLL over the whole epoch / the val windows) and the book's ``train_batch_perplexity_last_half`` /
 ``val_batch_perplexity_mean`` (``train.log_batch_perplexity``); the report judges on the book's.
 
-Expected wall time on a 2-core CPU (measured, machine shared): 35-70 s a row, deep_gru about 2 min; per row in
-reports/d2l/RESULTS.md.
+Expected wall time on a 2-core CPU (measured: one of two runs side by side, each on its own core, as
+``lstm_jax.report`` runs them): 18-40 s a run, deep_gru concise about 2 min; per row in reports/d2l/RESULTS.md.
 """
 
 from lstm_jax import config as config_lib

@@ -14,13 +14,14 @@ Command: python -m lstm_jax.main --config experiments/d2l_2019.py:model=gru,impl
 | rnn concise | 256 | 35 | 200 | @50 4.20, @100 2.00, @150 1.51, @200 1.30 |
 | gru scratch | 256 | 35 | 160 | @40 7.74, @80 3.35, @120 1.35, @160 1.15 |
 | gru concise | 256 | 35 | 160 | @40 7.78, @80 3.57, @120 1.42, @160 1.12 |
-| lstm scratch | 256 | 35 | 160 | @40 7.95, @80 3.83, @120 1.92, @160 1.32 (ours, 3 seeds: 1.30, 30 s) |
+| lstm scratch | 256 | 35 | 160 | @40 7.95, @80 3.83, @120 1.92, @160 1.32 (ours, 3 seeds: 1.31, 24 s) |
 | lstm concise | 256 | 35 | 160 | @40 8.29, @80 4.63, @120 2.38, @160 1.48 |
 | deep lstm concise, 2 layers | 256 | 35 | 3000 | @500 10.94 ... @3000 1.29 (a second run: 1.02) |
 
-Expected wall time on a 2-core CPU (measured, machine shared with a second run): rnn scratch 2-4 min, rnn concise
-25 s, gru 45-60 s, lstm scratch 30-40 s, lstm concise 75-85 s; deep_lstm (3000 epochs) 36 min (seed 0, shared with
-two to three other runs, stopped once by SIGTERM and resumed).
+Expected wall time on a 2-core CPU (measured: one of two runs side by side, each on its own core, as
+``lstm_jax.report`` runs them): rnn scratch 59 s, rnn concise 11 s, gru 26-28 s, lstm scratch 24 s, lstm concise
+37 s; deep_lstm (3000 epochs) 36 min (seed 0, shared with two to three other runs, stopped once by SIGTERM and
+resumed).
 Per-row times and perplexities: reports/d2l/RESULTS.md.
 The book's GRU is the reset-before form (``gru``); its concise Gluon GRU is cuDNN's reset-after form, which Flax's
 GRUCell also uses. Gluon's ``rnn.RNN(num_hiddens)`` defaults to ``activation='relu'``, so the concise RNN row is a

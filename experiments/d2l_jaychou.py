@@ -21,9 +21,9 @@ The concise GRU is Gluon's (cuDNN's) reset-after GRU (``gru_reset_after``, Flax'
 Gluon's ``rnn.RNN`` with its default ReLU activation (``rnn_relu``); the scratch cells are the book's (``gru``
 reset-before, ``rnn`` tanh).
 
-Expected wall time on a 2-core CPU (measured, machine shared with a second run): rnn scratch 45-55 s, rnn concise
-about 2 min, gru scratch about 2 min, gru concise about 3 min, lstm scratch about 80 s, lstm concise about 4 min
-(the library cells project the 1027-wide one-hot input inside every step). Details: reports/d2l/RESULTS.md.
+Expected wall time on a 2-core CPU (measured, machine shared with a second run): rnn scratch 35-38 s (each run on
+its own core), rnn concise about 2 min, gru scratch about 2 min, gru concise about 3 min, lstm scratch about 80 s,
+lstm concise about 4 min (the library cells project the 1027-wide one-hot input inside every step). Details: reports/d2l/RESULTS.md.
 """
 
 from lstm_jax import config as config_lib
