@@ -20,8 +20,8 @@ Command: python -m lstm_jax.main --config experiments/d2l_2019.py:model=gru,impl
 
 Expected wall time on a 2-core CPU (measured: one of two runs side by side, each on its own core, as
 ``lstm_jax.report`` runs them): rnn scratch 59 s, rnn concise 11 s, gru 26-28 s, lstm scratch 24 s, lstm concise
-37 s; deep_lstm (3000 epochs) 36 min (seed 0, shared with two to three other runs, stopped once by SIGTERM and
-resumed).
+37 s; deep_lstm (3000 epochs) 54-66 min a run (three seeds, each sharing the cores with other work and resumed
+after a SIGTERM).
 Per-row times and perplexities: reports/d2l/RESULTS.md.
 The book's GRU is the reset-before form (``gru``); its concise Gluon GRU is cuDNN's reset-after form, which Flax's
 GRUCell also uses. Gluon's ``rnn.RNN(num_hiddens)`` defaults to ``activation='relu'``, so the concise RNN row is a

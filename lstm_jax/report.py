@@ -87,7 +87,19 @@ def read_run(workdir: pathlib.Path) -> dict[str, Any] | None:
   if not final:
     return None
   epochs = {int(r["epoch"]): r for r in records if "epoch" in r and not r.get("final")}
-  return {"epochs": epochs, "final": final[-1]}
+  return {"epochs": epochs, "final": final[-1], "wall_time_sec": _wall_time(records)}
+
+
+def _wall_time(records: list[dict[str, Any]]) -> float:
+  """Training time over every session of a finished run: a resumed run's clock restarts (``elapsed_sec`` drops),
+  so each earlier session adds its last logged time to the final record's ``wall_time_sec``."""
+  earlier, previous = 0.0, 0.0
+  for record in records:
+    elapsed = record.get("elapsed_sec", previous)
+    if not record.get("final") and elapsed < previous:
+      earlier += previous
+    previous = elapsed
+  return earlier + [r for r in records if r.get("final")][-1]["wall_time_sec"]
 
 
 def check_runs_match(rows: list[Row], seeds: int, runs_dir: pathlib.Path) -> None:
@@ -219,7 +231,7 @@ def summarise(row: Row, runs: list[dict[str, Any]]) -> dict[str, Any]:
   speeds = [r["final"]["tokens_per_sec"] for r in runs if "tokens_per_sec" in r["final"]]
   summary = {"seeds": len(runs), "at_epochs": at_epochs, "val": _mean_std(val) if val else None,
              "measure": train_key,
-             "wall_time_sec": _mean_std([r["final"]["wall_time_sec"] for r in runs]),
+             "wall_time_sec": _mean_std([r["wall_time_sec"] for r in runs]),
              "tokens_per_sec": float(np.mean(speeds)) if speeds else None}
   summary["verdict"] = verdict(row, at_epochs.get(final_epoch), summary["val"])
   return summary
@@ -387,7 +399,7 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
            "Perplexity is training perplexity of the epoch (the book's quantity; for d2l 1.x, as its board shows "
            "it, the mean of per-batch perplexities over the last half epoch, and over the validation batches, "
            "where the runs logged them); tokens/s over the last logging "
-           "period; wall time of the whole run (compilation included).", ""]
+           "period; wall time of the whole run (compilation included; every session of a resumed run).", ""]
   lines += ["## Summary", "", *summary_table(rows, summaries), ""]
   for table, title in TABLES.items():
     table_rows = [r for r in rows if r.table == table]

@@ -162,6 +162,16 @@ def test_plots_draw_the_measure_the_table_judges(tmp_path, monkeypatch):
   assert drawn[:2] == [[5.5, 5.5], [7.5, 7.5]]
 
 
+def test_wall_time_of_a_resumed_run_counts_every_session(tmp_path):
+  records = [{"step": 8 * e, "epoch": e, "train_perplexity": 2.0, "elapsed_sec": t}
+             for e, t in ((1, 10.0), (2, 20.0), (3, 5.0), (4, 15.0))]  # killed after epoch 2, resumed from it
+  records.append({**records[-1], "final": 1, "wall_time_sec": 16.0})
+  tmp_path.joinpath("metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+  run = report.read_run(tmp_path)
+  assert run["wall_time_sec"] == pytest.approx(20.0 + 16.0)
+  assert report.summarise(report.ROWS["tm2019_lstm_scratch"], [run])["wall_time_sec"][0] == pytest.approx(36.0)
+
+
 def test_explained_misses_are_written_under_their_table(tmp_path, monkeypatch):
   row = report.ROWS["tm2019_lstm_scratch"]
   _fake_run(tmp_path / "seed0", {40: 8.0, 80: 4.0, 120: 2.0, 160: 3.0})
