@@ -1,5 +1,6 @@
 """The hand-written LSTM backward (lstm_jax.cells.lstm_fast) against autodiff of the plain cell, and finite
-differences in float64; its selection in the language model."""
+differences in float64; its selection in the language model, and a train step of every cell with a hand-written
+backward (model.FUSED_VJP) equal under either recurrence."""
 
 import jax
 import jax.numpy as jnp
@@ -77,8 +78,8 @@ def test_single_step_sequence_and_vjp_of_hidden_states_only():
     np.testing.assert_allclose(value, f(lstm.layer)[name], **TOL, err_msg=name)
 
 
-def _train_once(recurrence):
-  model = model_lib.LanguageModel(vocab_size=7, hidden_size=H, num_layers=2, init_scheme="pytorch",
+def _train_once(cell, recurrence):
+  model = model_lib.LanguageModel(vocab_size=7, hidden_size=H, num_layers=2, cell=cell, init_scheme="pytorch",
                                   recurrence=recurrence)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.5))
   state = train_lib.create_train_state(model, optimizer, seed=0, batch_size=B)
@@ -88,9 +89,10 @@ def _train_once(recurrence):
   return state, metrics
 
 
-def test_language_model_train_step_same_with_either_recurrence():
-  fast_state, fast_metrics = _train_once("fused_vjp")
-  plain_state, plain_metrics = _train_once("scan")
+@pytest.mark.parametrize("cell", sorted(model_lib.FUSED_VJP))
+def test_language_model_train_step_same_with_either_recurrence(cell):
+  fast_state, fast_metrics = _train_once(cell, "fused_vjp")
+  plain_state, plain_metrics = _train_once(cell, "scan")
   np.testing.assert_allclose(fast_metrics["nll_sum"], plain_metrics["nll_sum"], **TOL)
   np.testing.assert_allclose(fast_metrics["grad_norm"], plain_metrics["grad_norm"], rtol=1e-5)
   for fast, plain in zip(jax.tree.leaves(fast_state.params), jax.tree.leaves(plain_state.params)):

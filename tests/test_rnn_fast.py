@@ -1,15 +1,14 @@
 """The hand-written RNN backward (lstm_jax.cells.rnn_fast) against autodiff of the plain cell, a NumPy
-reference and finite differences in float64; its selection in the language model."""
+reference and finite differences in float64; its selection in the language model (a whole train step under
+either recurrence: tests/test_lstm_fast.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax import test_util
 
 from lstm_jax import model as model_lib
-from lstm_jax import train as train_lib
 from lstm_jax.cells import rnn, rnn_fast
 
 T, B, IN, H = 6, 3, 5, 4
@@ -67,25 +66,6 @@ def test_custom_vjp_against_finite_differences_in_float64():
     params, xs, h0 = _problem(np.float64)
     test_util.check_grads(lambda p, x, c: _loss(rnn_fast.layer, p, x, c), (params, xs, h0), order=1,
                           modes=["rev"], atol=1e-6, rtol=1e-6)
-
-
-def _train_once(recurrence):
-  model = model_lib.LanguageModel(vocab_size=7, hidden_size=H, num_layers=2, cell="rnn", init_scheme="pytorch",
-                                  recurrence=recurrence)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.5))
-  state = train_lib.create_train_state(model, optimizer, seed=0, batch_size=B)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 7, (B, T + 1)), jnp.int32)
-  step = train_lib.compile_train_step(model, optimizer, carry_state=True)
-  return step(state, tokens[:, :-1], tokens[:, 1:])
-
-
-def test_language_model_train_step_same_with_either_recurrence():
-  (fast_state, fast_metrics), (plain_state, plain_metrics) = _train_once("fused_vjp"), _train_once("scan")
-  np.testing.assert_allclose(fast_metrics["nll_sum"], plain_metrics["nll_sum"], **TOL)
-  np.testing.assert_allclose(fast_metrics["grad_norm"], plain_metrics["grad_norm"], rtol=1e-5)
-  for fast, plain in zip(jax.tree.leaves((fast_state.params, fast_state.carry)),
-                         jax.tree.leaves((plain_state.params, plain_state.carry))):
-    np.testing.assert_allclose(fast, plain, **TOL)
 
 
 def test_auto_selects_the_fused_backward_where_one_exists():
