@@ -163,7 +163,8 @@ def _flax_train_runner(name: str, module, workload: Workload) -> Runner:
   return Runner(name, call, workload.batch * workload.steps)
 
 
-def flax_cell_train_runner(workload: Workload, cell_name: str) -> Runner:
+def flax_cell_module(workload: Workload, cell_name: str):
+  """The workload's language model from a Flax cell under ``nn.RNN``: ``tokens [B, T] -> logits [B, T, V]``."""
   import flax.linen as nn
 
   cell_type = getattr(nn, cell_name)
@@ -176,7 +177,11 @@ def flax_cell_train_runner(workload: Workload, cell_name: str) -> Runner:
         x = nn.RNN(cell_type(workload.hidden))(x)
       return nn.Dense(VOCAB)(x)
 
-  return _flax_train_runner(f"flax {cell_name} (nn.RNN)", FlaxCellLM(), workload)
+  return FlaxCellLM()
+
+
+def flax_cell_train_runner(workload: Workload, cell_name: str) -> Runner:
+  return _flax_train_runner(f"flax {cell_name} (nn.RNN)", flax_cell_module(workload, cell_name), workload)
 
 
 def linen_train_runner(workload: Workload) -> Runner | None:
@@ -383,14 +388,18 @@ def target_lines(rows: list[Row]) -> list[str]:
 
 
 def forward_seconds(workload: Workload, rounds: int = 7, calls: int = 20) -> dict[str, float]:
-  """Seconds per forward pass (LSTM + head + loss, no gradient) of our scratch model and of PyTorch's, so that the
-  train step's time splits into forward and backward."""
+  """Seconds per forward pass (LSTM + head + loss, no gradient) of our scratch model, Flax's ``LSTMCell`` under
+  ``nn.RNN`` and PyTorch's, so that each train step's time splits into forward and backward."""
   model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
                                   init_scheme="pytorch")
   params = model.init(jax.random.key(0))
   inputs, targets = (jnp.asarray(a) for a in _tokens(workload))
   loss = jax.jit(lambda p, x, y: jnp.mean(loss_lib.token_nll(model.apply(p, x)[0], y)))
-  functions = {"scratch": lambda: loss(params, inputs, targets)}
+  flax_lm = flax_cell_module(workload, "LSTMCell")
+  flax_params = flax_lm.init(jax.random.key(0), inputs)
+  flax_loss = jax.jit(lambda p, x, y: jnp.mean(loss_lib.token_nll(flax_lm.apply(p, x), y)))
+  functions = {"scratch": lambda: loss(params, inputs, targets),
+               "flax LSTMCell (nn.RNN)": lambda: flax_loss(flax_params, inputs, targets)}
   torch = _torch()
   if torch is not None:
     lstm = torch.nn.LSTM(VOCAB, workload.hidden, workload.num_layers)

@@ -296,6 +296,26 @@ def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list
   return lines
 
 
+def compute_time_table(rows: list[Row], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+  """Training time of the finished runs summed per table, scratch rows apart from library ("concise") rows, in
+  worker-minutes (one run on one core for one minute): what a rerun from nothing costs, and what dominates it."""
+  totals: dict[str, dict[str, float]] = {}
+  for row in rows:
+    kind = "library" if "concise" in row.name else "scratch"
+    minutes = sum(run["wall_time_sec"] for run in runs.get(row.name, [])) / 60
+    group = row.name if row.slow else row.table  # a slow row (left out of its table's name) gets its own line
+    totals.setdefault(group, {"scratch": 0.0, "library": 0.0})[kind] += minutes
+  lines = ["| table | scratch rows | library rows | total | on 2 cores, at least |", "|---|---:|---:|---:|---:|"]
+  for table, t in totals.items():
+    total = t["scratch"] + t["library"]
+    lines.append(f"| {table} | {t['scratch']:.1f} | {t['library']:.1f} | {total:.1f} | {total / 2:.1f} min |")
+  if len(totals) > 1:
+    scratch, library = (sum(t[k] for t in totals.values()) for k in ("scratch", "library"))
+    lines.append(f"| all | {scratch:.1f} | {library:.1f} | {scratch + library:.1f} | "
+                 f"{(scratch + library) / 2:.1f} min |")
+  return lines
+
+
 def plot_table(table: str, rows: list[Row], runs: dict[str, list[dict[str, Any]]], path: pathlib.Path) -> None:
   """Perplexity against epoch: our seed-mean curves (lines) and the book's points (markers), log scale."""
   import matplotlib  # noqa: PLC0415
@@ -404,6 +424,11 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
            "where the runs logged them); tokens/s over the last logging "
            "period; wall time of the whole run (compilation included; every session of a resumed run).", ""]
   lines += ["## Summary", "", *summary_table(rows, summaries), ""]
+  if runs:
+    lines += ["## Compute time", "",
+              "Worker-minutes of training (each run on one core, compilation included), summed over every row and "
+              "seed of this report. Rerunning them from nothing with `--jobs=2` on two cores takes at least half "
+              "the total.", "", *compute_time_table(rows, runs), ""]
   for table, title in TABLES.items():
     table_rows = [r for r in rows if r.table == table]
     if not table_rows:

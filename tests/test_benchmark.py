@@ -42,8 +42,8 @@ def test_noisy_rows_are_flagged_in_table_and_targets():
   assert "1.20 (met)" in targets[0] and "WARNING" in targets[-1] and "fused_vjp" in targets[-1]
 
 
-def test_forward_only_timing_covers_ours_and_pytorch_when_installed():
+def test_forward_only_timing_covers_ours_flax_and_pytorch_when_installed():
   tiny = benchmark.Workload("W1", "tiny", num_layers=1, hidden=8, batch=2, steps=3)
   seconds = benchmark.forward_seconds(tiny, rounds=1, calls=1)
-  assert seconds["scratch"] > 0
+  assert seconds["scratch"] > 0 and seconds["flax LSTMCell (nn.RNN)"] > 0
   assert ("pytorch" in seconds) == (benchmark._torch() is not None)

@@ -109,6 +109,24 @@ def test_report_files_from_fake_workdirs(tmp_path):
   assert json.loads((out / "summary.json").read_text())["tm2019_lstm_concise"]["seeds"] == 1
 
 
+def test_compute_time_table_sums_seeds_per_table_and_kind(tmp_path):
+  walls = {"tm2019_lstm_scratch": [60.0, 120.0], "tm2019_lstm_concise": [300.0], "tm1x_gru_scratch": [30.0],
+           "tm2019_deep_lstm_concise": [600.0]}
+  rows = [report.ROWS[name] for name in walls]
+  runs = {}
+  for name, seconds in walls.items():
+    for seed, wall in enumerate(seconds):
+      _fake_run(tmp_path / name / f"seed{seed}", {1: 9.0}, wall=wall)
+      runs.setdefault(name, []).append(report.read_run(tmp_path / name / f"seed{seed}"))
+  lines = report.compute_time_table(rows, runs)
+  assert "| tm2019 | 3.0 | 5.0 | 8.0 | 4.0 min |" in lines   # 60 + 120 s scratch, 300 s library
+  assert "| tm1x | 0.5 | 0.0 | 0.5 | 0.2 min |" in lines
+  assert "| tm2019_deep_lstm_concise | 0.0 | 10.0 | 10.0 | 5.0 min |" in lines  # a slow row: its own line
+  assert lines[-1] == "| all | 3.5 | 15.0 | 18.5 | 9.2 min |"
+  report.write_report(rows, runs, tmp_path / "out")
+  assert "| all | 3.5 | 15.0 | 18.5 | 9.2 min |" in (tmp_path / "out" / "RESULTS.md").read_text()
+
+
 def test_only_missing_runs_are_trained(tmp_path, monkeypatch):
   rows = report.select_rows("tm2019_gru_*")
   _fake_run(report.workdir_of(tmp_path, rows[0], 0), {160: 1.2})
