@@ -298,7 +298,7 @@ def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list
 
 def compute_time_table(rows: list[Row], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
   """Training time of the finished runs summed per table, scratch rows apart from library ("concise") rows, in
-  worker-minutes (one run on one core for one minute): what a rerun from nothing costs, and what dominates it."""
+  minutes of one worker process (one core): what a rerun from nothing costs, and what dominates it."""
   totals: dict[str, dict[str, float]] = {}
   for row in rows:
     kind = "library" if "concise" in row.name else "scratch"
@@ -426,9 +426,10 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
   lines += ["## Summary", "", *summary_table(rows, summaries), ""]
   if runs:
     lines += ["## Compute time", "",
-              "Worker-minutes of training (each run on one core, compilation included), summed over every row and "
-              "seed of this report. Rerunning them from nothing with `--jobs=2` on two cores takes at least half "
-              "the total.", "", *compute_time_table(rows, runs), ""]
+              "Minutes of training summed over the runs of this report (each run's wall time, compilation "
+              "included). The report trains `--jobs` runs at a time, each on a core of its own, so rerunning them "
+              "from nothing on two cores takes about half the total or more.", "",
+              *compute_time_table(rows, runs), ""]
   for table, title in TABLES.items():
     table_rows = [r for r in rows if r.table == table]
     if not table_rows:
