@@ -305,14 +305,12 @@ def compute_time_table(rows: list[Row], runs: dict[str, list[dict[str, Any]]]) -
     minutes = sum(run["wall_time_sec"] for run in runs.get(row.name, [])) / 60
     group = row.name if row.slow else row.table  # a slow row (left out of its table's name) gets its own line
     totals.setdefault(group, {"scratch": 0.0, "library": 0.0})[kind] += minutes
+  if len(totals) > 1:
+    totals["all"] = {kind: sum(t[kind] for t in totals.values()) for kind in ("scratch", "library")}
   lines = ["| table | scratch rows | library rows | total | on 2 cores, at least |", "|---|---:|---:|---:|---:|"]
   for table, t in totals.items():
     total = t["scratch"] + t["library"]
     lines.append(f"| {table} | {t['scratch']:.1f} | {t['library']:.1f} | {total:.1f} | {total / 2:.1f} min |")
-  if len(totals) > 1:
-    scratch, library = (sum(t[k] for t in totals.values()) for k in ("scratch", "library"))
-    lines.append(f"| all | {scratch:.1f} | {library:.1f} | {scratch + library:.1f} | "
-                 f"{(scratch + library) / 2:.1f} min |")
   return lines
 
 
