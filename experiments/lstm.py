@@ -5,7 +5,7 @@ Variants (big_vision style): ``experiments/lstm.py:corpus=jaychou,cell=gru,impl=
 setting for the corpus (2019 d2l-en for the Time Machine, d2l-zh 1.x for the lyrics): hidden 256, 35 steps,
 batch 32, sequential sampling, SGD lr 100, clip 0.01, 160 epochs.
 
-Sweeps (``sweep(add, name)``), launched with ``python -m lstm_jax.sweep --config experiments/lstm.py:corpus=...
+Sweeps (``sweep(add, name)``), launched with ``python -m lstm_jax.commands.sweep --config experiments/lstm.py:corpus=...
 --sweep NAME --root runs/sweeps [--dry_run | --mode local|gpus|slurm|tpu|population]``:
   hidden, num_steps, learning_rate, clip: the swept value crossed with the cell types lstm, gru, rnn;
   cell: cell type x implementation (scratch, flax); lr_clip: a 4 x 4 learning-rate x clipping grid for the
@@ -47,7 +47,7 @@ SWEEPS = {name: [{key: value, "model.cell": cell} for cell in CELL_TYPES for val
           for name, (key, values) in _SWEPT.items()}
 SWEEPS["cell"] = [{"model.cell": cell, "model.implementation": impl} for cell in CELL_TYPES for impl in IMPLEMENTATIONS]
 # One cell, only learning rate and clipping vary: every point has the same shapes, so the whole grid can train as
-# one population (python -m lstm_jax.sweep ... --sweep lr_clip --mode population).
+# one population (python -m lstm_jax.commands.sweep ... --sweep lr_clip --mode population).
 SWEEPS["lr_clip"] = [{"optimizer.learning_rate": lr, "optimizer.clip_norm": clip}
                      for lr in (10.0, 30.0, 100.0, 300.0) for clip in (0.001, 0.01, 0.1, 1.0)]
 

@@ -1,4 +1,4 @@
-"""The main job: the from-scratch LSTM on The Time Machine, early-2019 d2l-en (MXNet), reference section 0.2.
+"""The main job: the from-scratch LSTM on The Time Machine, early-2019 d2l-en (MXNet), book_tables.md section 0.2.
 
 Lowercased, newlines to spaces, first 10,000 characters, vocabulary 43 (one-hot inputs); hidden 256, 35 steps,
 batch 32, consecutive (sequential) sampling with the state carried across minibatches; SGD lr 100 with global-norm

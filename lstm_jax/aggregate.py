@@ -1,5 +1,5 @@
 """Turn a sweep's workdirs into a Markdown table and a PNG plot (perplexity against the swept value, one line per
-cell type):  ``python -m lstm_jax.aggregate --sweep_dir runs/sweeps/hidden``  (writes RESULTS.md and plot.png there).
+cell type):  ``python -m lstm_jax.commands.aggregate --sweep_dir runs/sweeps/hidden``  (writes RESULTS.md and plot.png there).
 """
 
 from __future__ import annotations
@@ -8,12 +8,7 @@ import json
 import pathlib
 from typing import Any
 
-from absl import app, flags
-
-from lstm_jax import metrics as metrics_lib
-
-_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory holding one workdir per run.", required=True)
-
+from lstm_jax import workdir as workdir_lib
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   out = {}
@@ -29,10 +24,10 @@ def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[s
   """One row per finished run (config fields flattened + final metrics) and the config keys that vary."""
   rows = []
   for workdir in sorted(p for p in pathlib.Path(sweep_dir).iterdir() if (p / "metrics.jsonl").exists()):
-    final = [r for r in metrics_lib.read_metrics(workdir / "metrics.jsonl") if r.get("final")]
+    final = [r for r in workdir_lib.read_metrics(workdir) if r.get("final")]
     if not final:
       continue
-    config = _flatten(json.loads((workdir / "config.json").read_text())["config"])
+    config = _flatten(workdir_lib.read_config(workdir))
     rows.append({"run": workdir.name, **config, **{f"final.{k}": v for k, v in final[-1].items()}})
   if not rows:
     raise ValueError(f"No finished runs under {sweep_dir}; run the sweep first.")
@@ -75,15 +70,11 @@ def plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Path) -> 
   plt.close(figure)
 
 
-def main(argv):
-  del argv
-  sweep_dir = pathlib.Path(_SWEEP_DIR.value)
+def aggregate(sweep_dir) -> str:
+  """Writes ``RESULTS.md`` and ``plot.png`` into ``sweep_dir``; returns the table."""
+  sweep_dir = pathlib.Path(sweep_dir)
   rows, varying = collect(sweep_dir)
-  (sweep_dir / "RESULTS.md").write_text(markdown_table(rows, varying))
+  table = markdown_table(rows, varying)
+  (sweep_dir / "RESULTS.md").write_text(table)
   plot(rows, varying, sweep_dir / "plot.png")
-  print((sweep_dir / "RESULTS.md").read_text())
-  print(f"Wrote {sweep_dir / 'RESULTS.md'} and {sweep_dir / 'plot.png'}")
-
-
-if __name__ == "__main__":
-  app.run(main)
+  return table

@@ -11,7 +11,6 @@ the best one by the metric given at save time (``perplexity``, lower is better).
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import jax
@@ -20,6 +19,10 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from lstm_jax import config as config_lib
+from lstm_jax import optimizer as optimizer_lib
+from lstm_jax import train_state as train_state_lib
+from lstm_jax import workdir as workdir_lib
+from lstm_jax import models
 from lstm_jax.data.vocab import Vocab
 
 COMPATIBILITY_KEYS = config_lib.RECIPE_SECTIONS
@@ -29,21 +32,17 @@ class CheckpointError(RuntimeError):
   """A checkpoint cannot be used; the message says why and what to do."""
 
 
-def directory(workdir: str | pathlib.Path) -> pathlib.Path:
-  return (pathlib.Path(workdir) / "checkpoints").absolute()
-
-
 class Checkpointer:
   """A thin owner of one ``ocp.CheckpointManager`` for a workdir."""
 
-  def __init__(self, workdir: str | pathlib.Path, keep: int = 3, read_only: bool = False):
+  def __init__(self, workdir: workdir_lib.PathLike, keep: int = 3, read_only: bool = False):
     policy = preservation_policy.AnyPreservationPolicy([
         preservation_policy.LatestN(n=keep),
         preservation_policy.BestN(get_metric_fn=lambda metrics: -metrics["perplexity"], n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
     self.manager = ocp.CheckpointManager(
-        directory(workdir), item_names=("state", "meta"),
+        workdir_lib.checkpoint_dir(workdir), item_names=("state", "meta"),
         options=ocp.CheckpointManagerOptions(preservation_policy=policy, read_only=read_only, create=not read_only))
 
   def latest_step(self) -> int | None:
@@ -105,30 +104,27 @@ def check_compatible(saved_config: dict[str, Any], config: ml_collections.Config
         f"checkpoints are kept aside).")
 
 
-def load_params(workdir: str | pathlib.Path, step: int | str | None = None):
+def load_params(workdir: workdir_lib.PathLike, step: int | str | None = None):
   """Loads ``(model, params, vocab, config)`` from a workdir's checkpoint for evaluation or generation.
 
   ``step``: an int, ``"best"`` (lowest saved perplexity) or ``None`` (latest). Restores onto this host's default
   device whatever device layout wrote the checkpoint; the shapes come from the saved config and vocabulary.
   """
-  from lstm_jax import model as model_lib  # the math floor; imported here to keep this module's import light
-  from lstm_jax import train as train_lib
-
-  if not directory(workdir).is_dir():
-    raise CheckpointError(f"No checkpoints in {directory(workdir)}; train first with "
+  if not workdir_lib.checkpoint_dir(workdir).is_dir():
+    raise CheckpointError(f"No checkpoints in {workdir_lib.checkpoint_dir(workdir)}; train first with "
                           f"python -m lstm_jax.main --config ... --workdir {workdir}.")
   checkpointer = Checkpointer(workdir, read_only=True)
   chosen = checkpointer.best_step() if step == "best" else checkpointer.latest_step() if step is None else int(step)
   if chosen is None or chosen not in checkpointer.all_steps():
-    raise CheckpointError(f"Checkpoint step {step!r} not found in {directory(workdir)}; available steps: "
+    raise CheckpointError(f"Checkpoint step {step!r} not found in {workdir_lib.checkpoint_dir(workdir)}; available steps: "
                           f"{checkpointer.all_steps()}.")
   meta = checkpointer.read_meta(chosen)
   config = ml_collections.ConfigDict(meta["config"])
   vocab = Vocab.from_json(meta["vocab"])
-  model = model_lib.from_config(config.model, len(vocab))
-  optimizer = train_lib.make_optimizer(config.optimizer)
-  state = jax.eval_shape(lambda: train_lib.create_train_state(model, optimizer, config.seed, config.data.batch_size))
-  abstract = train_lib.saved_state_structure(state)
-  restored = checkpointer.restore_state(chosen, abstract)
+  model = models.from_config(config.model, len(vocab))
+  optimizer = optimizer_lib.make_optimizer(config.optimizer)
+  state = jax.eval_shape(lambda: train_state_lib.create_train_state(model, optimizer, config.seed,
+                                                                    config.data.batch_size))
+  restored = checkpointer.restore_state(chosen, train_state_lib.abstract_saved_state(state))
   checkpointer.close()
-  return model, restored["train"][0], vocab, config
+  return model, restored["train"]["params"], vocab, config

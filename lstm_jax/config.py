@@ -39,8 +39,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.num_val_windows = 5000        # windows sampling: validation windows start at N_train .. N_train+N_val-1
 
   c.model = ml_collections.ConfigDict()
-  c.model.implementation = "scratch"   # scratch (lstm_jax.cells) | flax (Flax's cells: the book's "concise") | flax_optimized
-  c.model.cell = "lstm"                # a family in lstm_jax.cells.FAMILIES: lstm | gru | gru_reset_after | rnn | ...
+  c.model.implementation = "scratch"   # scratch (lstm_jax.cells) | flax | flax_optimized (Flax's cells: the library
+                                       # model) | cudnn (jax.experimental.rnn's cuDNN LSTM; CUDA GPUs only)
+  c.model.cell = "lstm"                # a family in lstm_jax.cells.REGISTRY: lstm | gru | gru_reset_after | rnn | ...
   c.model.hidden_size = 256            # units per layer (H)
   c.model.num_layers = 1               # stacked layers
   c.model.embed_dim = ml_collections.config_dict.placeholder(int)  # None: one-hot inputs (the book); int: embedding
@@ -48,7 +49,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.forget_bias = 0.0            # added to the forget-gate bias at init (LSTM)
   c.model.dropout = 0.0                # dropout between stacked layers, training only
   c.model.unroll = 1                   # lax.scan unroll factor
-  c.model.recurrence = "auto"          # auto (fused_vjp for lstm and rnn) | scan (autodiff) | fused_vjp (hand-written)
+  c.model.recurrence = "auto"          # auto: pallas on GPU/TPU (lstm), else fused_vjp (lstm, rnn), else scan |
+                                       # scan (autodiff) | fused_vjp (hand-written backward) | pallas (kernels)
+  c.model.matmul_dtype = "float32"     # float32 (the book) | bfloat16 operands, float32 accumulation and state
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"             # sgd | momentum | adam | adamw | rmsprop | adagrad

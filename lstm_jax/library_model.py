@@ -1,10 +1,10 @@
-"""The book's "concise implementation": the same language model built from Flax's own cells under ``nn.RNN``.
+"""The book's "concise implementation" (this project: the library model): the same language model built from Flax's own cells under ``nn.RNN``.
 
 ``LibraryLanguageModel`` has the interface of ``lstm_jax.model.LanguageModel`` (``init``, ``apply``,
 ``zero_carry``), so the train loop, evaluator and generator use it unchanged. Cells: ``lstm`` -> ``nn.LSTMCell``
 (or ``nn.OptimizedLSTMCell`` with ``optimized=True``), ``gru_reset_after`` / ``gru`` -> ``nn.GRUCell`` (Flax's GRU
 applies the reset gate after the recurrent matmul), ``rnn`` -> ``nn.SimpleCell`` (tanh), ``rnn_relu`` ->
-``nn.SimpleCell`` with ReLU (the default activation of Gluon's ``rnn.RNN``, which the MXNet books' concise RNN
+``nn.SimpleCell`` with ReLU (the default activation of Gluon's ``rnn.RNN``, which the MXNet books' library RNN
 rows used; library model only). Parameters::
 
     {"layers": (flax cell params, ...), "head": {"W": [H, V], "b": [V]}}
@@ -22,11 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import convert
+from lstm_jax import cells
 from lstm_jax.cells import initializers
-
-_TO_FLAX = {"lstm": convert.to_flax_lstm, "gru_reset_after": convert.to_flax_gru, "gru": convert.to_flax_gru,
-            "rnn": convert.to_flax_simple, "rnn_relu": convert.to_flax_simple}
+from lstm_jax.interop import flax as flax_interop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +39,10 @@ class LibraryLanguageModel:
   unroll: int = 1
 
   def _cell(self) -> nn.RNNCellBase:
-    if self.cell == "lstm":
-      return (nn.OptimizedLSTMCell if self.optimized else nn.LSTMCell)(features=self.hidden_size)
-    if self.cell in ("gru", "gru_reset_after"):
-      return nn.GRUCell(features=self.hidden_size)
-    if self.cell in ("rnn", "rnn_relu"):
-      return nn.SimpleCell(features=self.hidden_size, activation_fn=nn.relu if self.cell == "rnn_relu" else nn.tanh)
-    raise ValueError(f"No Flax library cell for {self.cell!r}; choose lstm, gru, gru_reset_after, rnn or rnn_relu.")
+    name = flax_cell_name(self.cell, self.optimized)
+    if name == "SimpleCell":
+      return nn.SimpleCell(features=self.hidden_size, activation_fn=getattr(nn, cells.get(self.cell).flax_activation))
+    return getattr(nn, name)(features=self.hidden_size)
 
   def _rnn(self) -> nn.RNN:
     return nn.RNN(self._cell(), return_carry=True, unroll=self.unroll)
@@ -67,7 +62,7 @@ class LibraryLanguageModel:
                      "b": bias_init(k_b, (self.vocab_size,), jnp.float32)}}
 
   def _redraw(self, key: jax.Array, params: Any) -> Any:
-    """The book's concise inits over Flax's defaults: ``d2l`` (Gluon's ``init.Normal(0.01)`` on weights, zero
+    """The book's library inits over Flax's defaults: ``d2l`` (Gluon's ``init.Normal(0.01)`` on weights, zero
     biases), ``pytorch`` (``torch.nn``'s U(+-1/sqrt(H)) on every weight and bias); ``flax`` keeps Flax's own."""
     if self.init_scheme == "flax":
       return params
@@ -104,6 +99,16 @@ class LibraryLanguageModel:
     return xs @ params["head"]["W"] + params["head"]["b"], tuple(new_carry)
 
 
+def flax_cell_name(cell: str, optimized: bool = False) -> str:
+  """The Flax cell class of a registry name (``gru`` takes the reset-after ``GRUCell``, the nearest library cell)."""
+  name = cells.get("gru_reset_after" if cell == "gru" else cell).flax_cell
+  library = sorted(n for n, f in cells.REGISTRY.items() if f.flax_cell) + ["gru"]
+  if name is None:
+    raise ValueError(f"No Flax library cell for {cell!r}; choose one of {sorted(library)}.")
+  return "OptimizedLSTMCell" if name == "LSTMCell" and optimized else name
+
+
 def from_scratch_params(cell: str, params: dict[str, Any]) -> dict[str, Any]:
   """A one-hot scratch ``LanguageModel``'s params -> this model's params (same function, Flax's layout)."""
-  return {"layers": tuple(_TO_FLAX[cell](layer) for layer in params["layers"]), "head": params["head"]}
+  to_flax = flax_interop.TO_FLAX[flax_cell_name(cell)]
+  return {"layers": tuple(to_flax(layer) for layer in params["layers"]), "head": params["head"]}

@@ -6,7 +6,7 @@
 - ``RecurrentLayer``: a whole sequence with the input projection hoisted out of the time loop (one matmul for all
   steps), batch-major by default, returning ``(carry, outputs)`` like ``nn.RNN(..., return_carry=True)``.
 
-Both look their math up in ``lstm_jax.cells.FAMILIES`` by the ``cell`` name, so every family registered there
+Both look their math up in ``lstm_jax.cells.REGISTRY`` by the ``cell`` name, so every family registered there
 works, and both take the same parameter values as the scratch functions: ``variables["params"]`` of a bare
 ``RecurrentLayer`` (or ``variables["params"]["cell"]`` under ``nn.RNN``) can be passed to ``cells.lstm.layer``.
 
@@ -60,7 +60,7 @@ class RecurrentCell(nn.RNNCellBase):
   Use it as ``nn.RNN(RecurrentCell(hidden_size=H))``; its parameters live under ``params["cell"]`` there.
   """
   hidden_size: int
-  cell: str = "lstm"          # a name in lstm_jax.cells.FAMILIES
+  cell: str = "lstm"          # a name in lstm_jax.cells.REGISTRY
   init_scheme: str = "d2l"    # see lstm_jax.cells.initializers
   forget_bias: float = 0.0    # added to the forget-gate bias at init (families with a forget gate only)
   carry_dtype: Any = jnp.float32

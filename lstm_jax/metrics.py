@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 from typing import Any
 
 import jax
 from absl import logging
+
+from lstm_jax import workdir as workdir_lib
 
 
 def _jsonable(value: Any) -> Any:
@@ -22,14 +23,14 @@ def _jsonable(value: Any) -> Any:
 class MetricWriter:
   """Appends ``{"step": ..., **scalars}`` to ``<workdir>/metrics.jsonl`` (and TensorBoard scalars)."""
 
-  def __init__(self, workdir: str | pathlib.Path, filename: str = "metrics.jsonl"):
+  def __init__(self, workdir: workdir_lib.PathLike):
     self.active = jax.process_index() == 0
-    self.path = pathlib.Path(workdir) / filename
+    self.path = workdir_lib.metrics_path(workdir)
     self._tensorboard = None
     if self.active:
       try:
         import tensorboardX  # optional
-        self._tensorboard = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+        self._tensorboard = tensorboardX.SummaryWriter(str(workdir_lib.path(workdir) / workdir_lib.TENSORBOARD_DIR))
       except ImportError:
         logging.info("tensorboardX not installed: metrics go to %s only.", self.path)
 
@@ -47,9 +48,12 @@ class MetricWriter:
   def close(self) -> None:
     if self._tensorboard is not None:
       self._tensorboard.close()
+      self._tensorboard = None
 
+  def __enter__(self) -> "MetricWriter":
+    return self
 
-def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
-  """Reads a ``metrics.jsonl`` file back as a list of records."""
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  def __exit__(self, *exc) -> bool:
+    self.close()
+    return False
+

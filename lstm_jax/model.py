@@ -13,6 +13,7 @@ gather ``W_x[tokens]``, which is what the first layer's hoisted input projection
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any
 
@@ -22,14 +23,22 @@ import jax.numpy as jnp
 from lstm_jax import cells
 from lstm_jax import variable_length
 from lstm_jax.cells import initializers
-from lstm_jax.cells import lstm_fast, rnn_fast
+from lstm_jax.cells import matmul as matmul_lib
 
 Carry = tuple[Any, ...]  # one carry per layer
 
-# How the recurrence is differentiated. "scan": autodiff through the cell's lax.scan; "fused_vjp": a hand-written
-# whole-sequence backward (same results, faster; the cells in FUSED_VJP); "auto": fused_vjp where one exists.
-RECURRENCES = ("auto", "scan", "fused_vjp")
-FUSED_VJP = {"lstm": lstm_fast.recurrence, "rnn": rnn_fast.recurrence}
+# How the recurrence runs and is differentiated. "scan": autodiff through the cell's lax.scan; "fused_vjp": a
+# hand-written whole-sequence backward (same results, faster; the cells in FUSED_VJP); "pallas": the Pallas kernels
+# of lstm_jax.kernels (the cells in PALLAS; interpret mode on CPU, for tests); "auto": pallas on GPU/TPU where a
+# kernel exists, else fused_vjp where one exists, else scan.
+RECURRENCES = ("auto", "scan", "fused_vjp", "pallas")
+FUSED_VJP = tuple(name for name, family in cells.REGISTRY.items() if family.fused_vjp is not None)
+PALLAS = ("lstm",)
+
+
+def _pallas_recurrence(cell: str):
+  from lstm_jax.kernels import lstm_pallas  # noqa: PLC0415 (Pallas imports only when a kernel is asked for)
+  return {"lstm": lstm_pallas.recurrence}[cell]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,30 +47,54 @@ class LanguageModel:
   vocab_size: int
   hidden_size: int = 256
   num_layers: int = 1
-  cell: str = "lstm"            # a name in lstm_jax.cells.FAMILIES
+  cell: str = "lstm"            # a name in lstm_jax.cells.REGISTRY
   embed_dim: int | None = None  # None: one-hot inputs (D2L); an int: a learned embedding of that width
   init_scheme: str = "d2l"      # see lstm_jax.cells.initializers
   forget_bias: float = 0.0      # added to the LSTM forget-gate bias at init
   dropout: float = 0.0          # dropout rate between stacked layers (training only)
   unroll: int = 1               # lax.scan unroll factor
   recurrence: str = "auto"      # see RECURRENCES
+  matmul_dtype: str = "float32"  # float32 | bfloat16: operands of the layers' matmuls (accumulation, state: float32)
 
   @property
   def family(self):
     return cells.get_family(self.cell)
 
   @property
-  def recurrence_fn(self):
-    """The ``recurrence(params, xproj_TBG, carry, unroll)`` function that ``recurrence`` selects."""
+  def resolved_recurrence(self) -> str:
+    """The recurrence ``recurrence`` selects for this cell on this machine's default backend."""
     if self.recurrence not in RECURRENCES:
       raise ValueError(f"Unknown recurrence {self.recurrence!r}; choose one of {RECURRENCES} "
                        f"(--config.model.recurrence=NAME).")
-    if self.recurrence == "fused_vjp" and self.cell not in FUSED_VJP:
-      raise ValueError(f"recurrence='fused_vjp' exists only for cells {sorted(FUSED_VJP)}, not {self.cell!r}; "
-                       f"use --config.model.recurrence=scan.")
-    if self.recurrence in ("fused_vjp", "auto") and self.cell in FUSED_VJP:
-      return FUSED_VJP[self.cell]
+    for name, supported in (("fused_vjp", FUSED_VJP), ("pallas", PALLAS)):
+      if self.recurrence == name and self.cell not in supported:
+        raise ValueError(f"recurrence={name!r} exists only for cells {sorted(supported)}, not {self.cell!r}; "
+                         f"use --config.model.recurrence=scan (or auto).")
+    if self.recurrence != "auto":
+      return self.recurrence
+    if self.cell in PALLAS and jax.default_backend() in ("gpu", "tpu"):
+      return "pallas"
+    return "fused_vjp" if self.cell in FUSED_VJP else "scan"
+
+  @property
+  def recurrence_fn(self):
+    """The ``recurrence(params, xproj_TBG, carry, unroll)`` function that ``recurrence`` selects."""
+    if self.matmul_dtype not in matmul_lib.MATMUL_DTYPES:
+      raise ValueError(f"Unknown model.matmul_dtype {self.matmul_dtype!r}; choose one of "
+                       f"{matmul_lib.MATMUL_DTYPES}.")
+    chosen = self.resolved_recurrence
+    if chosen == "pallas":
+      return functools.partial(_pallas_recurrence(self.cell), matmul_dtype=jnp.dtype(self.matmul_dtype))
+    if chosen == "fused_vjp":
+      return cells.get(self.cell).fused_vjp
     return self.family.recurrence
+
+  def matmul_params(self, layer_params: dict[str, Any]) -> dict[str, Any]:
+    """A layer's params with ``W_x`` / ``W_h`` in ``matmul_dtype`` (the Pallas kernels cast ``W_h`` themselves)."""
+    if self.matmul_dtype == "float32":
+      return layer_params
+    names = ("W_x",) if self.resolved_recurrence == "pallas" else ("W_x", "W_h")
+    return {k: v.astype(self.matmul_dtype) if k in names else v for k, v in layer_params.items()}
 
   def init(self, key: jax.Array) -> dict[str, Any]:
     keys = jax.random.split(key, self.num_layers + 2)
@@ -113,16 +146,18 @@ class LanguageModel:
     new_carry = []
     hs_TBH = None
     for index, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
-      if index == 0:
-        if "embed" in params:
-          xproj = family.project_inputs(layer_params, params["embed"][tokens_TB])
-        else:
-          xproj = layer_params["W_x"][tokens_TB] + layer_params["b"]  # == one_hot(tokens) @ W_x + b
+      if index == 0 and "embed" not in params:
+        xproj = layer_params["W_x"][tokens_TB] + layer_params["b"]  # == one_hot(tokens) @ W_x + b, kept float32
       else:
-        if dropout_rng is not None and self.dropout > 0.0:
-          keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
-          hs_TBH = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
-        xproj = family.project_inputs(layer_params, hs_TBH)
+        if index == 0:
+          inputs_TBI = params["embed"][tokens_TB]
+        else:
+          inputs_TBI = hs_TBH
+          if dropout_rng is not None and self.dropout > 0.0:
+            keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
+            inputs_TBI = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
+        xproj = family.project_inputs(self.matmul_params(layer_params), inputs_TBI)
+      layer_params = self.matmul_params(layer_params)
       if seq_lengths is None:
         layer_carry, hs_TBH = self.recurrence_fn(layer_params, xproj, layer_carry, unroll=self.unroll)
       else:
@@ -130,22 +165,3 @@ class LanguageModel:
                                                                 seq_lengths, unroll=self.unroll)
       new_carry.append(layer_carry)
     return hs_TBH, tuple(new_carry)
-
-
-def from_config(model_config, vocab_size: int) -> LanguageModel:
-  """Builds the model from the ``config.model`` section; the vocabulary size is filled in from the data."""
-  settings = dict(model_config.items())
-  implementation = settings.pop("implementation", "scratch")
-  if implementation in ("flax", "flax_optimized"):
-    from lstm_jax import library_model  # noqa: PLC0415 (the interop floor; only this branch needs it)
-    library_fields = {f.name for f in dataclasses.fields(library_model.LibraryLanguageModel)}
-    return library_model.LibraryLanguageModel(
-        vocab_size=vocab_size, optimized=implementation == "flax_optimized",
-        **{k: v for k, v in settings.items() if k in library_fields and k != "optimized"})
-  if implementation != "scratch":
-    raise ValueError(f"Unknown model.implementation {implementation!r}; choose scratch, flax or flax_optimized.")
-  fields = {f.name for f in dataclasses.fields(LanguageModel)} - {"vocab_size"}
-  unknown = sorted(set(settings) - fields)
-  if unknown:
-    raise ValueError(f"Unknown config.model keys {unknown}; valid keys are {sorted(fields)}.")
-  return LanguageModel(vocab_size=vocab_size, **settings)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import pathlib
 import time
 from typing import Any, Sequence
 
@@ -25,16 +24,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import evaluate as evaluate_lib
-from lstm_jax import loss as loss_lib
 from lstm_jax import metrics as metrics_lib
-from lstm_jax import model as model_lib
+from lstm_jax import optimizer as optimizer_lib
 from lstm_jax import sharding as sharding_lib
 from lstm_jax import train as train_lib
+from lstm_jax import workdir as workdir_lib
+from lstm_jax import models
 from lstm_jax.data import corpora
+from lstm_jax.data import pipeline
+from lstm_jax.train_state import SavedState, TrainState, create_train_state
 
 POPULATION_KEYS = ("seed", "optimizer.learning_rate", "optimizer.clip_norm")
 _IGNORED_KEYS = ("train.", "generate.")  # logging cadence and samples may differ; they do not change the math
@@ -58,33 +59,6 @@ def check_shareable(configs: Sequence[ml_collections.ConfigDict]) -> None:
                      f"{differing}. Run those points as separate populations or as single runs.")
 
 
-def member_optimizer(opt_config: ml_collections.ConfigDict):
-  """``factory(learning_rate, clip_norm) -> optax transform`` whose two hyperparameters live in the optimizer
-  state as arrays. ``clip_norm=inf`` means no clipping (``select(norm < inf, g, ...)`` returns ``g``)."""
-  name, weight_decay = opt_config.name, opt_config.weight_decay
-  if name not in train_lib.OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer {name!r}; choose one of {train_lib.OPTIMIZERS} (--config.optimizer.name).")
-
-  def factory(learning_rate, clip_norm):
-    if name == "sgd":
-      base = optax.sgd(learning_rate)
-    elif name == "momentum":
-      base = optax.sgd(learning_rate, momentum=0.9)
-    elif name == "adamw":
-      base = optax.adamw(learning_rate, weight_decay=weight_decay)
-    else:
-      base = getattr(optax, name)(learning_rate)
-    return optax.chain(optax.clip_by_global_norm(clip_norm), base)
-
-  return optax.inject_hyperparams(factory)
-
-
-def single_run_opt_state(member_opt_state: Any, clip_norm: float) -> Any:
-  """The optimizer state ``train.make_optimizer`` would hold: the inner chain, without the clip stage if off."""
-  inner = member_opt_state.inner_state
-  return inner if clip_norm > 0 else inner[1]
-
-
 def _member(tree: Any, k: int) -> Any:
   return jax.tree.map(lambda x: x[k], tree)
 
@@ -97,14 +71,14 @@ class Population:
     check_shareable(configs)
     base = configs[0]
     self.size = len(configs)
-    self.model = model_lib.from_config(base.model, vocab_size)
-    self.carry_state = train_lib.carries_state(base.data)
+    self.model = models.from_config(base.model, vocab_size)
+    self.carry_state = pipeline.carries_state(base.data)
     self.mesh = sharding_lib.mesh(devices, axis_name="population")
-    self.factory = member_optimizer(base.optimizer)
+    self.factory = optimizer_lib.member_optimizer(base.optimizer)
     self.seeds = np.asarray([c.seed for c in configs], np.int32)
     self.learning_rates = np.asarray([c.optimizer.learning_rate for c in configs], np.float32)
-    self.clip_norms = np.asarray([c.optimizer.clip_norm if c.optimizer.clip_norm > 0 else math.inf
-                                  for c in configs], np.float32)
+    self.clip_norms = np.asarray([optimizer_lib.member_clip_norm(c.optimizer.clip_norm) for c in configs],
+                                 np.float32)
     step = functools.partial(train_lib.train_step, model=self.model, optimizer=self.factory(0.0, 0.0),
                              carry_state=self.carry_state)  # update() reads each member's values from its state
 
@@ -121,14 +95,14 @@ class Population:
     batch_size = base.data.batch_size
 
     def init_member(seed, learning_rate, clip_norm):
-      return train_lib.create_train_state(self.model, self.factory(learning_rate, clip_norm), seed, batch_size)
+      return create_train_state(self.model, self.factory(learning_rate, clip_norm), seed, batch_size)
 
     self._init = jax.jit(jax.vmap(init_member))
 
   def place(self, tree: Any) -> Any:
     return sharding_lib.split_leading(tree, self.mesh)
 
-  def init(self) -> train_lib.TrainState:
+  def init(self) -> TrainState:
     return self.place(self._init(*self.place((self.seeds, self.learning_rates, self.clip_norms))))
 
   def step(self, states, inputs_KBT, targets_KBT, active_K):
@@ -151,49 +125,66 @@ def stack_epoch(epochs: Sequence[list], index: int) -> tuple[np.ndarray, np.ndar
           np.asarray([index < len(e) for e in epochs]))
 
 
-def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | pathlib.Path],
+def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[workdir_lib.PathLike],
                      devices=None) -> list[dict[str, Any]]:
   """Trains every config (one member each) together; writes each member's workdir; returns their final records."""
   if len(configs) != len(workdirs) or not configs:
     raise ValueError("Pass one workdir per config (and at least one config).")
   base = configs[0]
   corpus = corpora.load(base.data)
-  vocab = corpus.vocab
-  population = Population(configs, len(vocab), devices)
-  paths = [train_lib.prepare_workdir(str(w)) for w in workdirs]
-  for config, path in zip(configs, paths):
-    (path / "metrics.jsonl").unlink(missing_ok=True)  # an interrupted population restarts from scratch
+  population = Population(configs, len(corpus.vocab), devices)
+  for config, workdir in zip(configs, workdirs):
+    workdir_lib.prepare(workdir)
+    workdir_lib.clear_metrics(workdir)  # an interrupted population restarts from scratch
     if jax.process_index() == 0:
-      resolved = {"config": config.to_dict(), "vocab_size": len(vocab), "population_size": population.size}
-      (path / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
-  writers = [metrics_lib.MetricWriter(path) for path in paths]
-  val_batches = train_lib.validation_batches(base, corpus)
+      workdir_lib.write_config(workdir, config.to_dict(), vocab_size=len(corpus.vocab),
+                               population_size=population.size)
+  writers = [metrics_lib.MetricWriter(workdir) for workdir in workdirs]
+  try:
+    states, records, wall_time = _train_epochs(population, configs, corpus, writers)
+    for k, (config, workdir) in enumerate(zip(configs, workdirs)):
+      _save_member(_member(states, k), config, workdir, corpus.vocab, records[k])
+      records[k] = {**records[k], "wall_time_sec": wall_time, "population_size": population.size}
+      writers[k].write(int(states.step[k]), {"final": 1, **records[k]})
+  finally:
+    for writer in writers:
+      writer.close()
+  return records
+
+
+def _train_epochs(population: Population, configs, corpus, writers):
+  """Every epoch of every member; returns the final states ``[K, ...]``, each member's last record and the wall
+  time in seconds."""
+  base, num_epochs = configs[0], configs[0].train.num_epochs
+  val_batches = pipeline.validation_batches(base, corpus)
   states = population.init()
-  num_epochs = base.train.num_epochs
   records: list[dict[str, Any]] = [{} for _ in configs]
   tokens_since_log, time_of_log, start = 0, time.perf_counter(), time.perf_counter()
   for epoch in range(1, num_epochs + 1):
-    epochs = [train_lib.epoch_batches(config, corpus, epoch) for config in configs]
+    epochs = [pipeline.epoch_batches(config, corpus, epoch) for config in configs]
     if population.carry_state:
       states = states._replace(carry=population.zero_carry(base.data.batch_size))
     nll_sums = jnp.zeros((population.size,))
     tokens = np.zeros(population.size, np.int64)
+    step_losses = []
     for index in range(max(len(e) for e in epochs)):
       inputs, targets, active = stack_epoch(epochs, index)
       states, metrics = population.step(states, inputs, targets, active)
       nll_sums = nll_sums + metrics["nll_sum"]
+      step_losses.append(metrics["nll_sum"])
       tokens += active * targets[0].size
       tokens_since_log += targets[0].size
-    train_nlls = np.asarray(nll_sums) / tokens
     log_now = train_lib.is_due(epoch, base.train.log_every_epochs, num_epochs)
     if log_now:
       now = time.perf_counter()
       tokens_per_sec, tokens_since_log, time_of_log = tokens_since_log / (now - time_of_log), 0, now
     evaluate_now = val_batches and train_lib.is_due(epoch, base.train.eval_every_epochs, num_epochs)
-    for k in range(population.size):
-      train_nll = float(train_nlls[k])
-      record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
-      if evaluate_now and math.isfinite(train_nll):
+    nll_sums = np.asarray(nll_sums)
+    for k, config in enumerate(configs):
+      losses_k = [m[k] for m in step_losses[:len(epochs[k])]]
+      record = train_lib.epoch_record(epoch, nll_sums[k], int(tokens[k]), losses_k,
+                                      [targets[0].size] * len(losses_k), len(epochs[k]), config)
+      if evaluate_now and math.isfinite(record["train_loss"]):
         evaluation = evaluate_lib.evaluate_batches(population.model, _member(states.params, k), val_batches,
                                                    carry_state=population.carry_state)
         record.update(evaluation.as_dict("val_"))
@@ -203,20 +194,26 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
       writers[k].write(int(states.step[k]), record)
       records[k] = record
     if log_now:
-      best = int(np.nanargmin(np.where(np.isfinite(train_nlls), train_nlls, np.nan))) \
-          if np.isfinite(train_nlls).any() else 0
-      print(f"epoch {epoch:4d}  population {population.size}  perplexity min {records[best]['train_perplexity']:.4f}"
-            f" (member {best})  member tokens/s {tokens_per_sec:,.0f}", flush=True)
-  wall_time = time.perf_counter() - start
-  for k, (config, path) in enumerate(zip(configs, paths)):
-    member = _member(states, k)
-    member = member._replace(opt_state=single_run_opt_state(member.opt_state, config.optimizer.clip_norm))
-    perplexity = records[k].get("val_perplexity", records[k]["train_perplexity"])
-    checkpointer = checkpoint_lib.Checkpointer(path, keep=config.train.keep_checkpoints)
-    saved = train_lib.saved_state(member, num_epochs + 1, 0, jnp.zeros(()), 0)
-    checkpointer.save(int(member.step), saved, config, vocab, perplexity if math.isfinite(perplexity) else None)
+      print(_progress_line(epoch, records, tokens_per_sec), flush=True)
+  return states, records, time.perf_counter() - start
+
+
+def _progress_line(epoch: int, records: list[dict[str, Any]], tokens_per_sec: float) -> str:
+  perplexities = np.asarray([r["train_perplexity"] for r in records])
+  best = int(np.nanargmin(np.where(np.isfinite(perplexities), perplexities, np.nan))) \
+      if np.isfinite(perplexities).any() else 0
+  return (f"epoch {epoch:4d}  population {len(records)}  perplexity min {records[best]['train_perplexity']:.4f}"
+          f" (member {best})  member tokens/s {tokens_per_sec:,.0f}")
+
+
+def _save_member(member: TrainState, config, workdir, vocab, record: dict[str, Any]) -> None:
+  """The member's final checkpoint in the single-run layout (the optimizer state ``make_optimizer`` holds)."""
+  member = member._replace(opt_state=optimizer_lib.single_run_opt_state(member.opt_state,
+                                                                        config.optimizer.clip_norm))
+  perplexity = record.get("val_perplexity", record["train_perplexity"])
+  checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  try:
+    checkpointer.save(int(member.step), SavedState(member, epoch=config.train.num_epochs + 1).to_tree(), config,
+                      vocab, perplexity if math.isfinite(perplexity) else None)
+  finally:
     checkpointer.close()
-    records[k] = {**records[k], "wall_time_sec": wall_time, "population_size": population.size}
-    writers[k].write(int(member.step), {"final": 1, **records[k]})
-    writers[k].close()
-  return records

@@ -1,7 +1,7 @@
 """Expand an experiment's sweep into runs and launch them: print, run locally, one process per GPU, a SLURM array
 script, or the command that starts every TPU-VM worker.
 
-    python -m lstm_jax.sweep --config experiments/lstm.py:corpus=jaychou --sweep hidden --root runs/sweeps --dry_run
+    python -m lstm_jax.commands.sweep --config experiments/lstm.py:corpus=jaychou --sweep hidden --root runs/sweeps --dry_run
 
 Each run gets its own workdir named after its overrides (``<root>/<sweep>/hidden_size=128``). Re-running a sweep
 skips finished runs (a ``"final"`` record in ``metrics.jsonl``) and resumes interrupted ones from their latest
@@ -18,22 +18,8 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
-
 from lstm_jax import config as config_lib
-
-_CONFIG = flags.DEFINE_string("config", None, "Experiment file with its variant, e.g. experiments/lstm.py:cell=gru.",
-                              required=True)
-_SWEEP = flags.DEFINE_string("sweep", None, "Name of the sweep in the experiment file.", required=True)
-_ROOT = flags.DEFINE_string("root", "runs/sweeps", "Directory under which each run gets its workdir.")
-_MODE = flags.DEFINE_enum("mode", "local", ["local", "gpus", "slurm", "tpu", "population"],
-                          "How to launch the runs; population: the pending runs as one vmapped program "
-                          "(they may differ only in lstm_jax.population.POPULATION_KEYS).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
-_EXTRA = flags.DEFINE_multi_string("set", [], "Extra overrides for every run, e.g. --set train.num_epochs=10.")
-_TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu.")
-_TPU_ZONE = flags.DEFINE_string("tpu_zone", "us-central2-b", "TPU VM zone for --mode=tpu.")
-
+from lstm_jax import workdir as workdir_lib
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -43,8 +29,7 @@ class Run:
 
   @property
   def finished(self) -> bool:
-    metrics = self.workdir / "metrics.jsonl"
-    return metrics.exists() and '"final": 1' in metrics.read_text()
+    return workdir_lib.is_finished(self.workdir)
 
   def shell(self) -> str:
     return shlex.join(self.command)
@@ -160,37 +145,39 @@ def tpu_command(runs: list[Run], name: str, zone: str) -> str:
           f"--command={shlex.quote('cd lstm_jax && ' + body)}")
 
 
-def main(argv):
-  del argv
-  runs = expand(_CONFIG.value, _SWEEP.value, _ROOT.value, tuple(_EXTRA.value))
-  root = pathlib.Path(_ROOT.value) / _SWEEP.value
-  if _DRY_RUN.value:
+MODES = ("local", "gpus", "slurm", "tpu", "population")
+
+
+def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple[str, ...] = (),
+           dry_run: bool = False, tpu_name: str = "my-tpu", tpu_zone: str = "us-central2-b") -> None:
+  """Expands the sweep and runs (or prints, or writes the script for) every run that has not finished."""
+  runs = expand(config_spec, sweep_name, root, extra)
+  sweep_root = pathlib.Path(root) / sweep_name
+  if dry_run:
     for run in runs:
       print(f"{'[done] ' if run.finished else ''}{run.shell()}")
     return
   pending = [run for run in runs if not run.finished]
   print(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to run.", flush=True)
-  if _MODE.value == "local":
-    for run in pending:
-      print(f"== {run.name}", flush=True)
+  if mode == "local":
+    for index, run in enumerate(pending, start=1):
+      print(f"== [{index}/{len(pending)}] {run.name}", flush=True)
       subprocess.run((sys.executable,) + run.command[1:], check=True)
-  elif _MODE.value == "gpus":
+  elif mode == "gpus":
     failed = run_per_gpu(pending, local_gpus())
     if failed:
       raise SystemExit(f"Runs failed: {', '.join(failed)}; rerun the sweep to resume them.")
-  elif _MODE.value == "population":
-    from lstm_jax import population  # noqa: PLC0415
+  elif mode == "population":
+    from lstm_jax import population  # noqa: PLC0415 (JAX is only needed in this mode)
     if pending:
-      points = {run.name: point for run, point in zip(runs, load_sweep(_CONFIG.value, _SWEEP.value))}
-      configs = [run_config(_CONFIG.value, points[run.name], tuple(_EXTRA.value)) for run in pending]
+      points = {run.name: point for run, point in zip(runs, load_sweep(config_spec, sweep_name))}
+      configs = [run_config(config_spec, points[run.name], extra) for run in pending]
       population.train_population(configs, [run.workdir for run in pending])
-  elif _MODE.value == "slurm":
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep.sbatch").write_text(slurm_script(pending, root))
-    print(f"Wrote {root / 'sweep.sbatch'}; submit it with: sbatch {root / 'sweep.sbatch'}")
+  elif mode == "slurm":
+    sweep_root.mkdir(parents=True, exist_ok=True)
+    (sweep_root / "sweep.sbatch").write_text(slurm_script(pending, sweep_root))
+    print(f"Wrote {sweep_root / 'sweep.sbatch'}; submit it with: sbatch {sweep_root / 'sweep.sbatch'}")
+  elif mode == "tpu":
+    print(tpu_command(pending, tpu_name, tpu_zone))
   else:
-    print(tpu_command(pending, _TPU_NAME.value, _TPU_ZONE.value))
-
-
-if __name__ == "__main__":
-  app.run(main)
+    raise ValueError(f"Unknown mode {mode!r}; choose one of {MODES}.")

@@ -1,4 +1,9 @@
-"""Training: a pure, jitted train step and the loop around it (data, logging, evaluation, generation, saving).
+"""Training: a pure, jitted train step and the loop around it, in named phases.
+
+``train_and_evaluate`` runs: ``start_run`` (corpus, model, optimizer, compiled step; nothing written yet),
+``restore_or_init`` (the latest checkpoint, or fresh parameters), then per epoch ``train_epoch`` (the minibatches,
+with mid-epoch saves and stop requests) and ``end_of_epoch`` (the epoch's record: perplexity, validation,
+tokens/s, the progress line). ``lstm_jax.population`` reuses ``epoch_record`` and the step.
 
 The recurrent state (``TrainState.carry``) follows the book: with ``sequential`` sampling it is zeroed at the
 start of every epoch and carried from one minibatch into the next with ``stop_gradient`` (truncated BPTT);
@@ -7,12 +12,11 @@ with ``random`` or ``windows`` sampling, or ``data.carry_state=False``, every mi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
-import pathlib
 import signal
 import time
-from typing import Any, NamedTuple
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,56 +31,23 @@ from lstm_jax import generate as generate_lib
 from lstm_jax import loss as loss_lib
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import model as model_lib
+from lstm_jax import optimizer as optimizer_lib
 from lstm_jax import sharding as sharding_lib
-from lstm_jax.data import batching
+from lstm_jax import workdir as workdir_lib
+from lstm_jax import models
 from lstm_jax.data import corpora
-
-
-class TrainState(NamedTuple):
-  params: Any
-  opt_state: Any
-  step: jax.Array   # int32 scalar: minibatches trained so far
-  rng: jax.Array    # base key; step t uses fold_in(rng, t)
-  carry: Any        # recurrent state carried between minibatches (sequential sampling)
+from lstm_jax.data import pipeline
+from lstm_jax.train_state import SavedState, TrainState, abstract_saved_state, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or Inf."""
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
-
-
-def make_optimizer(opt_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping (when ``clip_norm > 0``) followed by the named optax optimizer."""
-  lr = opt_config.learning_rate
-  name = opt_config.name
-  if name == "sgd":
-    base = optax.sgd(lr)
-  elif name == "momentum":
-    base = optax.sgd(lr, momentum=0.9)
-  elif name == "adamw":
-    base = optax.adamw(lr, weight_decay=opt_config.weight_decay)
-  elif name in ("adam", "rmsprop", "adagrad"):
-    base = getattr(optax, name)(lr)
-  else:
-    raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS} (--config.optimizer.name=NAME).")
-  if opt_config.clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(opt_config.clip_norm), base)
-  return base
-
-
-def create_train_state(model: model_lib.LanguageModel, optimizer: optax.GradientTransformation, seed: int,
-                       batch_size: int) -> TrainState:
-  init_key, train_key = jax.random.split(jax.random.key(seed))
-  params = model.init(init_key)
-  return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
-                    rng=train_key, carry=model.zero_carry(batch_size))
-
-
 def train_step(state: TrainState, inputs_BT: jax.Array, targets_BT: jax.Array, *, model: model_lib.LanguageModel,
                optimizer: optax.GradientTransformation, carry_state: bool) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD step on the token-mean cross-entropy; returns the new state and summed metrics of the batch."""
+  """One update on the token-mean cross-entropy of ``[batch, time]`` tokens; returns the new state and the batch's
+  summed NLL (nats), token count and gradient norm."""
   carry = jax.lax.stop_gradient(state.carry) if carry_state else model.zero_carry(inputs_BT.shape[0])
   dropout_rng = jax.random.fold_in(state.rng, state.step) if model.dropout > 0 else None
 
@@ -89,24 +60,9 @@ def train_step(state: TrainState, inputs_BT: jax.Array, targets_BT: jax.Array, *
   params = optax.apply_updates(state.params, updates)
   num_tokens = targets_BT.size
   metrics = {"nll_sum": loss * num_tokens, "tokens": jnp.asarray(num_tokens, jnp.float32),
-             "grad_norm": optax.global_norm(grads)}
+             "grad_norm": optax.tree.norm(grads)}
   return state._replace(params=params, opt_state=opt_state, step=state.step + 1,
                         carry=new_carry if carry_state else state.carry), metrics
-
-
-def carries_state(data_config: ml_collections.ConfigDict) -> bool:
-  """Whether minibatch ``t + 1`` starts from minibatch ``t``'s final state (else from zeros).
-
-  ``data.carry_state`` None follows the sampling (carried for ``sequential`` only); False zeroes the state before
-  every minibatch of any sampling; True is allowed only with ``sequential``, whose rows continue one another.
-  """
-  sequential = data_config.sampling == "sequential"
-  if data_config.get("carry_state") is None:
-    return sequential
-  if data_config.carry_state and not sequential:
-    raise ValueError(f"data.carry_state=True needs sequential sampling (rows that continue one another), not "
-                     f"{data_config.sampling!r}; set --config.data.sampling=sequential or drop carry_state.")
-  return bool(data_config.carry_state)
 
 
 def compile_train_step(model, optimizer, carry_state):
@@ -114,30 +70,12 @@ def compile_train_step(model, optimizer, carry_state):
                  donate_argnums=0)
 
 
-def validation_batches(config, corpus: corpora.Corpus) -> list[batching.Batch]:
-  """The fixed validation minibatches (``[batch, time]`` inputs and targets); empty when the config holds none out."""
-  d = config.data
-  if d.sampling == "windows":
-    return batching.window_batches(corpus.train_ids, d.batch_size, d.num_steps, d.num_train_windows,
-                                   d.num_val_windows, rng=None)
-  if len(corpus.val_ids) > 1:
-    return batching.evaluation_batches(corpus.val_ids, d.batch_size, d.num_steps)
-  return []
-
-
-def epoch_batches(config, corpus, epoch: int) -> list[batching.Batch]:
-  """Epoch ``epoch``'s training minibatches (1-based), a pure function of the config's seed and data rules."""
-  d = config.data
-  return batching.epoch_batches(corpus.train_ids, sampling=d.sampling, edition=d.edition, batch_size=d.batch_size,
-                                num_steps=d.num_steps, seed=config.seed, epoch=epoch, num_windows=d.num_train_windows)
-
-
 def is_due(epoch: int, every: int, num_epochs: int) -> bool:
   """Whether an every-N-epochs action (log, evaluate, save) runs after ``epoch``; always after the last."""
   return epoch == num_epochs or (every > 0 and epoch % every == 0)
 
 
-class _StopRequest:
+class StopRequest:
   """Turns SIGTERM / SIGINT into a flag the loop checks after every step (save, then exit cleanly)."""
 
   def __init__(self):
@@ -159,185 +97,200 @@ class _StopRequest:
     return False
 
 
-def prepare_workdir(workdir: str) -> pathlib.Path:
-  """Creates ``workdir`` and checks it is writable, failing early with a message that names it."""
-  path = pathlib.Path(workdir)
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_test"
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise OSError(f"Workdir {workdir} cannot be created or written ({e.strerror or e}); pass a writable "
-                  f"--workdir.") from e
-  return path
+def epoch_record(epoch: int, nll_sum: float, tokens: int, step_losses: Sequence[Any], step_tokens: Sequence[int],
+                 num_batches: int, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The training part of an epoch's record: mean NLL (nats per token), its perplexity and, with
+  ``train.log_batch_perplexity``, d2l 1.x's measure (per-batch perplexities averaged over the last half epoch)."""
+  train_nll = float(nll_sum) / tokens
+  record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
+  last_half = num_batches // 2
+  if config.train.log_batch_perplexity and len(step_losses) >= last_half > 0:
+    record["train_batch_perplexity_last_half"] = evaluate_lib.batch_perplexity_mean(
+        step_losses[-last_half:], step_tokens[-last_half:])
+  return record
 
 
-def _set_aside_old_checkpoints(workdir: pathlib.Path) -> None:
-  """``resume=False``: moves earlier checkpoints and metrics aside (never deletes them)."""
-  old = checkpoint_lib.directory(workdir)
-  if old.exists() and any(old.iterdir()):
-    aside = workdir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
-    aside.mkdir()
-    old.rename(aside / old.name)
-    if (workdir / "metrics.jsonl").exists():
-      (workdir / "metrics.jsonl").rename(aside / "metrics.jsonl")
-    print(f"Starting fresh: earlier checkpoints moved to {aside}", flush=True)
+def progress_line(record: dict[str, Any], step: int) -> str:
+  line = (f"epoch {record['epoch']:4d}  step {step:6d}  loss {record['train_loss']:.4f}  perplexity "
+          f"{record['train_perplexity']:.4f}  tokens/s {record['tokens_per_sec']:,.0f}")
+  if "val_perplexity" in record:
+    line += f"  val loss {record['val_nll']:.4f}  val perplexity {record['val_perplexity']:.4f}"
+  return line
 
 
-def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
-  """On resume, drops records logged after the checkpoint, so the log reads as if the run never stopped."""
-  if path.exists():
-    kept = [r for r in metrics_lib.read_metrics(path) if r["step"] <= last_step and "final" not in r]
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+@dataclasses.dataclass
+class Run:
+  """What stays fixed while a run trains: its config, data, model, optimizer, compiled step and outputs."""
+  config: ml_collections.ConfigDict
+  workdir: Any
+  corpus: corpora.Corpus
+  model: model_lib.LanguageModel
+  optimizer: optax.GradientTransformation
+  carry_state: bool
+  devices: Any
+  step_fn: Any
+  val_batches: list
+  checkpointer: checkpoint_lib.Checkpointer | None = None
+  writer: metrics_lib.MetricWriter | None = None
+  last_good_step: int | None = None
+
+  @property
+  def num_epochs(self) -> int:
+    return self.config.train.num_epochs
+
+  def save(self, saved: SavedState, perplexity: float | None = None) -> None:
+    step = int(saved.state.step)
+    self.checkpointer.save(step, saved.to_tree(), self.config, self.corpus.vocab, perplexity)
+    self.last_good_step = step
+
+  def fail_non_finite(self, step_losses: Sequence[Any], first_step: int) -> None:
+    losses = np.asarray(jnp.stack(step_losses))
+    bad = first_step + int(np.argmax(~np.isfinite(losses)))
+    self.checkpointer.wait()
+    kept = (f"the last good checkpoint is step {self.last_good_step} in {self.checkpointer.manager.directory} "
+            f"(kept)" if self.last_good_step is not None else "no checkpoint was written yet")
+    raise NonFiniteLossError(f"Training loss became {losses[bad - first_step]} at step {bad}; stopped, {kept}. "
+                             f"Lower --config.optimizer.learning_rate or set --config.optimizer.clip_norm.")
+
+  def zero_carry(self):
+    return sharding_lib.split_leading(self.model.zero_carry(self.config.data.batch_size), self.devices)
 
 
-def saved_state(state: TrainState, epoch: int, batch: int, nll_sum, tokens: int) -> dict[str, Any]:
-  """What a checkpoint holds: the train state (RNG as raw key data), the data position and the epoch's sums."""
-  return {"train": state._replace(rng=jax.random.key_data(state.rng)),
-          "position": {"epoch": np.int64(epoch), "batch": np.int64(batch)},
-          "epoch_sums": {"nll": nll_sum, "tokens": np.int64(tokens)}}
+def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
+  """Loads the corpus and builds the model, optimizer and compiled step; writes nothing."""
+  corpus = corpora.load(config.data)
+  model = models.from_config(config.model, len(corpus.vocab))
+  optimizer = optimizer_lib.make_optimizer(config.optimizer)
+  carry_state = pipeline.carries_state(config.data)
+  logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,
+               config.data.edition, len(corpus.train_ids), len(corpus.val_ids), len(corpus.vocab))
+  return Run(config=config, workdir=workdir, corpus=corpus, model=model, optimizer=optimizer, carry_state=carry_state,
+             devices=sharding_lib.data_parallel_mesh(config.data.batch_size),  # one device: placement is a no-op
+             step_fn=compile_train_step(model, optimizer, carry_state),
+             val_batches=pipeline.validation_batches(config, corpus))
 
 
-def saved_state_structure(state: TrainState) -> Any:
-  """The abstract (shape/dtype) structure of ``saved_state`` for a state (concrete or from ``jax.eval_shape``)."""
-  rng_data = jax.eval_shape(jax.random.key_data, state.rng)
-  structure = {"train": state._replace(rng=rng_data),
-               "position": {"epoch": np.int64(0), "batch": np.int64(0)},
-               "epoch_sums": {"nll": jnp.zeros((), jnp.float32), "tokens": np.int64(0)}}
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), structure)
+def restore_or_init(run: Run) -> SavedState:
+  """The latest checkpoint's state and data position (exactly as saved), or fresh parameters at epoch 1."""
+  config = run.config
+  state = create_train_state(run.model, run.optimizer, config.seed, config.data.batch_size)
+  latest = run.checkpointer.latest_step()
+  saved = SavedState(state, nll_sum=jnp.zeros(()))
+  if latest is not None:
+    checkpoint_lib.check_compatible(run.checkpointer.read_meta(latest)["config"], config,
+                                    str(run.checkpointer.manager.directory))
+    saved = SavedState.from_tree(run.checkpointer.restore_state(latest, abstract_saved_state(state)))
+    workdir_lib.truncate_metrics(run.workdir, latest)
+    print(f"Resumed from checkpoint step {latest} (epoch {saved.epoch}, batch {saved.batch}).", flush=True)
+  run.last_good_step = latest
+  saved.state = sharding_lib.place_train_state(saved.state, run.devices)
+  return saved
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_epoch(run: Run, saved: SavedState, epoch: int, stop: StopRequest) -> tuple[list, list, int]:
+  """Trains ``saved`` through epoch ``epoch`` from its data position, in place; returns the per-step summed losses,
+  token counts and the number of minibatches in the epoch. Saves every ``train.checkpoint_every_steps`` and, on a
+  stop request, saves and exits."""
+  batches = pipeline.epoch_batches(run.config, run.corpus, epoch)
+  if saved.batch == 0:
+    saved.nll_sum, saved.tokens = jnp.zeros(()), 0
+    if run.carry_state:
+      saved.state = saved.state._replace(carry=run.zero_carry())
+  every_steps = run.config.train.checkpoint_every_steps
+  step_losses, step_tokens, first_step = [], [], int(saved.state.step) + 1
+  for index in range(saved.batch, len(batches)):
+    inputs, targets = sharding_lib.split_leading(batches[index], run.devices)
+    saved.state, step_metrics = run.step_fn(saved.state, inputs, targets)
+    step_losses.append(step_metrics["nll_sum"])
+    step_tokens.append(targets.size)
+    saved.nll_sum = saved.nll_sum + step_metrics["nll_sum"]
+    saved.tokens += targets.size
+    saved.batch = index + 1
+    save_now = every_steps > 0 and int(saved.state.step) % every_steps == 0 and index + 1 < len(batches)
+    if save_now or stop.signal:
+      if not np.isfinite(float(saved.nll_sum)):
+        run.fail_non_finite(step_losses, first_step)
+      run.save(saved)
+    if stop.signal:
+      run.checkpointer.wait()
+      print(f"Received {stop.signal}: saved checkpoint step {int(saved.state.step)} in "
+            f"{run.checkpointer.manager.directory}; rerun the same command to resume.", flush=True)
+      raise SystemExit(0)
+  if not np.isfinite(float(saved.nll_sum) / saved.tokens):
+    run.fail_non_finite(step_losses, first_step)
+  return step_losses, step_tokens, len(batches)
+
+
+def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[list, list, int],
+                 clock: dict[str, float]) -> dict[str, Any]:
+  """Builds, prints and writes the epoch's record; generates samples and saves when due. ``clock`` holds the
+  start time, the last logging time and the tokens trained since then."""
+  config, num_epochs, step = run.config, run.num_epochs, int(saved.state.step)
+  record = epoch_record(epoch, saved.nll_sum, saved.tokens, *epoch_steps, config)
+  if run.val_batches and is_due(epoch, config.train.eval_every_epochs, num_epochs):
+    evaluation = evaluate_lib.evaluate_batches(run.model, saved.state.params, run.val_batches,
+                                               carry_state=run.carry_state)
+    record.update(evaluation.as_dict("val_"))
+  if is_due(epoch, config.train.log_every_epochs, num_epochs):
+    now = time.perf_counter()
+    record["tokens_per_sec"] = clock["tokens"] / (now - clock["logged"])
+    clock["tokens"], clock["logged"] = 0, now
+    print(progress_line(record, step), flush=True)
+  record["elapsed_sec"] = time.perf_counter() - clock["start"]
+  run.writer.write(step, record)
+  if is_due(epoch, config.train.generate_every_epochs, num_epochs):
+    for prefix in config.generate.prefixes:
+      text = generate_lib.generate_text(run.model, saved.state.params, run.corpus.vocab, prefix,
+                                        config.generate.num_tokens, method=config.generate.method,
+                                        temperature=config.generate.temperature, top_k=config.generate.top_k,
+                                        seed=config.seed)
+      print(f" - {text}", flush=True)
+  if is_due(epoch, config.train.checkpoint_every_epochs, num_epochs):
+    run.save(SavedState(saved.state, epoch=epoch + 1), record.get("val_perplexity", record["train_perplexity"]))
+  return record
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Trains the model a config describes, logging to stdout and ``workdir``; returns the final metrics.
 
   A workdir that holds checkpoints is resumed from the latest one (``config.train.resume``), exactly: same
   parameters, optimizer state, RNG, data position, carried state and epoch sums as if the run had never stopped.
   """
-  workdir_path = prepare_workdir(workdir)
-  corpus = corpora.load(config.data)
-  vocab = corpus.vocab
-  model = model_lib.from_config(config.model, len(vocab))
-  optimizer = make_optimizer(config.optimizer)
-  carry_state = carries_state(config.data)
-  logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,
-               config.data.edition, len(corpus.train_ids), len(corpus.val_ids), len(vocab))
-
+  run = start_run(config, workdir)
+  workdir_lib.prepare(workdir)
   if not config.train.resume:
-    _set_aside_old_checkpoints(workdir_path)
-  checkpointer = checkpoint_lib.Checkpointer(workdir_path, keep=config.train.keep_checkpoints)
-  state = create_train_state(model, optimizer, config.seed, config.data.batch_size)
-  start_epoch, start_batch, nll_sum, tokens = 1, 0, jnp.zeros(()), 0
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    checkpoint_lib.check_compatible(checkpointer.read_meta(latest)["config"], config, str(checkpointer.manager.directory))
-    saved = checkpointer.restore_state(latest, saved_state_structure(state))
-    state = TrainState(*saved["train"])._replace(rng=jax.random.wrap_key_data(saved["train"][3]))
-    state = jax.tree.map(jnp.asarray, state)
-    start_epoch, start_batch = int(saved["position"]["epoch"]), int(saved["position"]["batch"])
-    nll_sum, tokens = jnp.asarray(saved["epoch_sums"]["nll"]), int(saved["epoch_sums"]["tokens"])
-    _truncate_metrics(workdir_path / "metrics.jsonl", latest)
-    print(f"Resumed from checkpoint step {latest} (epoch {start_epoch}, batch {start_batch}).", flush=True)
-  devices = sharding_lib.data_parallel_mesh(config.data.batch_size)  # one device: placement is a no-op
-  state = sharding_lib.place_train_state(state, devices)
-  if jax.process_index() == 0:
-    resolved = {"config": config.to_dict(), "vocab_size": len(vocab)}
-    (workdir_path / "config.json").write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
+    aside = workdir_lib.set_aside(workdir)
+    if aside is not None:
+      print(f"Starting fresh: earlier checkpoints moved to {aside}", flush=True)
+  run.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  try:
+    saved = restore_or_init(run)
+    if jax.process_index() == 0:
+      workdir_lib.write_config(workdir, config.to_dict(), vocab_size=len(run.corpus.vocab))
+    with metrics_lib.MetricWriter(workdir) as run.writer:
+      return _train_epochs(run, saved)
+  finally:
+    run.checkpointer.close()
 
-  step_fn = compile_train_step(model, optimizer, carry_state)
-  writer = metrics_lib.MetricWriter(workdir)
-  val_batches = validation_batches(config, corpus)
-  num_epochs = config.train.num_epochs
-  every_steps = config.train.checkpoint_every_steps
-  last_good = {"step": latest}
-  summary: dict[str, Any] = {}
 
-  def save(epoch, batch, perplexity=None):
-    checkpointer.save(int(state.step), saved_state(state, epoch, batch, nll_sum, tokens), config, vocab, perplexity)
-    last_good["step"] = int(state.step)
-
-  def fail_non_finite(step_losses, first_step):
-    losses = np.asarray(jnp.stack(step_losses))
-    bad = first_step + int(np.argmax(~np.isfinite(losses)))
-    checkpointer.wait()
-    kept = (f"the last good checkpoint is step {last_good['step']} in {checkpointer.manager.directory} (kept)"
-            if last_good["step"] is not None else "no checkpoint was written yet")
-    raise NonFiniteLossError(f"Training loss became {losses[bad - first_step]} at step {bad}; stopped, {kept}. "
-                             f"Lower --config.optimizer.learning_rate or set --config.optimizer.clip_norm.")
-
-  if start_epoch > num_epochs:
-    checkpointer.close()
-    finished = [r for r in metrics_lib.read_metrics(workdir_path / "metrics.jsonl") if "epoch" in r]
-    print(f"Already trained for {num_epochs} epochs in {workdir}; nothing to do.", flush=True)
+def _train_epochs(run: Run, saved: SavedState) -> dict[str, Any]:
+  if saved.epoch > run.num_epochs:
+    finished = [r for r in workdir_lib.read_metrics(run.workdir) if "epoch" in r]
+    print(f"Already trained for {run.num_epochs} epochs in {run.workdir}; nothing to do.", flush=True)
     summary = {**finished[-1], "wall_time_sec": 0.0}
-    writer.write(int(state.step), {"final": 1, **summary})
-    writer.close()
+    run.writer.write(int(saved.state.step), {"final": 1, **summary})
     return summary
-  tokens_since_log, time_of_log = 0, time.perf_counter()
-  start = time.perf_counter()
-  with _StopRequest() as stop:
-    for epoch in range(start_epoch, num_epochs + 1):
-      batches = epoch_batches(config, corpus, epoch)
-      first_batch = start_batch if epoch == start_epoch else 0
-      if first_batch == 0:
-        nll_sum, tokens = jnp.zeros(()), 0
-        if carry_state:
-          state = state._replace(carry=sharding_lib.split_leading(model.zero_carry(config.data.batch_size), devices))
-      step_losses, step_tokens, first_step = [], [], int(state.step) + 1
-      for index in range(first_batch, len(batches)):
-        inputs, targets = sharding_lib.split_leading(batches[index], devices)
-        state, step_metrics = step_fn(state, inputs, targets)
-        step_losses.append(step_metrics["nll_sum"])
-        step_tokens.append(targets.size)
-        nll_sum = nll_sum + step_metrics["nll_sum"]
-        tokens += targets.size
-        tokens_since_log += targets.size
-        save_now = every_steps > 0 and int(state.step) % every_steps == 0 and index + 1 < len(batches)
-        if save_now or stop.signal:
-          if not np.isfinite(float(nll_sum)):
-            fail_non_finite(step_losses, first_step)
-          save(epoch, index + 1)
-        if stop.signal:
-          checkpointer.close()
-          writer.close()
-          print(f"Received {stop.signal}: saved checkpoint step {int(state.step)} in "
-                f"{checkpointer.manager.directory}; rerun the same command to resume.", flush=True)
-          raise SystemExit(0)
-      train_nll = float(nll_sum) / tokens
-      if not np.isfinite(train_nll):
-        fail_non_finite(step_losses, first_step)
-      step = int(state.step)
-      record = {"epoch": epoch, "train_loss": train_nll, "train_perplexity": loss_lib.perplexity(train_nll)}
-      last_half = len(batches) // 2  # d2l 1.x's board: per-batch perplexities averaged over the last half epoch
-      if config.train.log_batch_perplexity and len(step_losses) >= last_half > 0:
-        record["train_batch_perplexity_last_half"] = evaluate_lib.batch_perplexity_mean(
-            step_losses[-last_half:], step_tokens[-last_half:])
-      if val_batches and is_due(epoch, config.train.eval_every_epochs, num_epochs):
-        evaluation = evaluate_lib.evaluate_batches(model, state.params, val_batches, carry_state=carry_state)
-        record.update(evaluation.as_dict("val_"))
-      if is_due(epoch, config.train.log_every_epochs, num_epochs):
-        now = time.perf_counter()
-        record["tokens_per_sec"] = tokens_since_log / (now - time_of_log)
-        tokens_since_log, time_of_log = 0, now
-        line = (f"epoch {epoch:4d}  step {step:6d}  loss {train_nll:.4f}  perplexity {record['train_perplexity']:.4f}"
-                f"  tokens/s {record['tokens_per_sec']:,.0f}")
-        if "val_perplexity" in record:
-          line += f"  val loss {record['val_nll']:.4f}  val perplexity {record['val_perplexity']:.4f}"
-        print(line, flush=True)
-      record["elapsed_sec"] = time.perf_counter() - start
-      writer.write(step, record)
-      if is_due(epoch, config.train.generate_every_epochs, num_epochs):
-        for prefix in config.generate.prefixes:
-          text = generate_lib.generate_text(model, state.params, vocab, prefix, config.generate.num_tokens,
-                                            method=config.generate.method, temperature=config.generate.temperature,
-                                            top_k=config.generate.top_k, seed=config.seed)
-          print(f" - {text}", flush=True)
-      if is_due(epoch, config.train.checkpoint_every_epochs, num_epochs):
-        nll_sum, tokens = jnp.zeros(()), 0
-        save(epoch + 1, 0, record.get("val_perplexity", record["train_perplexity"]))
-      summary = record
-  summary["wall_time_sec"] = time.perf_counter() - start
-  checkpointer.close()
-  writer.write(int(state.step), {"final": 1, **summary})
-  writer.close()
+  clock = {"start": time.perf_counter(), "logged": time.perf_counter(), "tokens": 0}
+  summary: dict[str, Any] = {}
+  with StopRequest() as stop:
+    for epoch in range(saved.epoch, run.num_epochs + 1):
+      saved.epoch = epoch
+      tokens_before = saved.tokens if saved.batch else 0
+      epoch_steps = train_epoch(run, saved, epoch, stop)
+      clock["tokens"] += saved.tokens - tokens_before
+      summary = end_of_epoch(run, saved, epoch, epoch_steps, clock)
+      saved = SavedState(saved.state, epoch=epoch + 1, nll_sum=jnp.zeros(()))
+  summary["wall_time_sec"] = time.perf_counter() - clock["start"]
+  run.checkpointer.wait()
+  run.writer.write(int(saved.state.step), {"final": 1, **summary})
   return summary

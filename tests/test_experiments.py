@@ -12,8 +12,9 @@ import pathlib
 import jax
 import pytest
 
-from lstm_jax import model as model_lib
 from lstm_jax import sweep as sweep_lib
+from lstm_jax import models
+from lstm_jax.data import pipeline
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
@@ -46,7 +47,7 @@ SWEEPS = [(path, name) for path in FILES for name in _sweep_names(_load(path))]
 
 
 def _check_builds(config):
-  model = model_lib.from_config(config.model, 50)
+  model = models.from_config(config.model, 50)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
   assert jax.tree.leaves(shapes)
   assert config.optimizer.name and config.train.num_epochs > 0 and config.data.batch_size > 0
@@ -93,9 +94,9 @@ def test_d2l_0x_random_row_is_the_books_sequential_data_with_a_zero_state_per_mi
   from lstm_jax import train  # noqa: PLC0415
   module = _load(EXPERIMENTS / "d2l_0x.py")
   book = module.get_config("model=rnn,impl=scratch,sampling=random")
-  assert book.data.sampling == "sequential" and not train.carries_state(book.data)
+  assert book.data.sampling == "sequential" and not pipeline.carries_state(book.data)
   shuffled = module.get_config("model=rnn,impl=scratch,sampling=random_iter")
-  assert shuffled.data.sampling == "random" and not train.carries_state(shuffled.data)
-  assert train.carries_state(module.get_config("model=rnn,impl=scratch").data)
+  assert shuffled.data.sampling == "random" and not pipeline.carries_state(shuffled.data)
+  assert pipeline.carries_state(module.get_config("model=rnn,impl=scratch").data)
   with pytest.raises(ValueError, match="random_iter"):
     module.get_config("model=rnn,impl=scratch,sampling=shuffled")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from jax import test_util
 
-from lstm_jax import cells, convert, linen
+from lstm_jax import cells, linen
+from lstm_jax.interop import flax as flax_interop
 from lstm_jax.model import LanguageModel
 
 B, T, I, H = 3, 6, 5, 4
@@ -79,8 +80,8 @@ def test_scratch_and_linen_equal_the_numpy_reference(cell):
 
 
 @pytest.mark.parametrize("cell, flax_cell, to_flax", [
-    ("gru_reset_after", nn.GRUCell, convert.to_flax_gru),
-    ("rnn", nn.SimpleCell, convert.to_flax_simple),
+    ("gru_reset_after", nn.GRUCell, flax_interop.to_flax_gru),
+    ("rnn", nn.SimpleCell, flax_interop.to_flax_simple),
 ])
 def test_scratch_equals_the_flax_cell_outputs_and_gradients(cell, flax_cell, to_flax):
   params = _random_params(cell, jax.random.key(3))
@@ -101,7 +102,7 @@ def test_scratch_equals_the_flax_cell_outputs_and_gradients(cell, flax_cell, to_
   g_flax = jax.grad(flax_loss, argnums=(0, 1))(params, xs)
   for a, b in zip(jax.tree.leaves(g_scratch), jax.tree.leaves(g_flax)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  from_flax = convert.from_flax_gru if cell.startswith("gru") else convert.from_flax_simple
+  from_flax = flax_interop.from_flax_gru if cell.startswith("gru") else flax_interop.from_flax_simple
   for a, b in zip(jax.tree.leaves(from_flax(to_flax(params))), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
 

@@ -1,4 +1,4 @@
-"""The "concise" model on Flax's own cells: same weights -> same loss curve as the scratch model."""
+"""The "library" model on Flax's own cells: same weights -> same loss curve as the scratch model."""
 
 import jax
 import jax.numpy as jnp
@@ -7,20 +7,24 @@ import pytest
 
 from lstm_jax import config as config_lib
 from lstm_jax import library_model, model as model_lib, train
+from lstm_jax import optimizer as optimizer_lib
+from lstm_jax import train_state as train_state_lib
+from lstm_jax import models
 
 
 @pytest.mark.parametrize("cell, optimized", [("lstm", False), ("lstm", True), ("gru_reset_after", False),
                                              ("rnn", False)])
+@pytest.mark.slow
 def test_same_weights_give_the_same_training_curve(cell, optimized):
   scratch = model_lib.LanguageModel(vocab_size=11, hidden_size=8, num_layers=2, cell=cell, init_scheme="flax")
   library = library_model.LibraryLanguageModel(vocab_size=11, hidden_size=8, num_layers=2, cell=cell,
                                                optimized=optimized)
   opt_config = config_lib.default_config().optimizer
   opt_config.learning_rate, opt_config.clip_norm = 1.0, 0.5
-  optimizer = train.make_optimizer(opt_config)
-  scratch_state = train.create_train_state(scratch, optimizer, seed=0, batch_size=3)
+  optimizer = optimizer_lib.make_optimizer(opt_config)
+  scratch_state = train_state_lib.create_train_state(scratch, optimizer, seed=0, batch_size=3)
   library_params = library_model.from_scratch_params(cell, scratch_state.params)
-  library_state = train.TrainState(library_params, optimizer.init(library_params), scratch_state.step,
+  library_state = train_state_lib.TrainState(library_params, optimizer.init(library_params), scratch_state.step,
                                    scratch_state.rng, library.zero_carry(3))
   tokens = jax.random.randint(jax.random.key(1), (3, 6 * 7 + 1), 0, 11)
   scratch_losses, library_losses = [], []
@@ -39,14 +43,14 @@ def test_same_weights_give_the_same_training_curve(cell, optimized):
 def test_config_selects_the_library_model():
   config = config_lib.default_config()
   config.model.implementation = "flax_optimized"
-  model = model_lib.from_config(config.model, 7)
+  model = models.from_config(config.model, 7)
   assert isinstance(model, library_model.LibraryLanguageModel) and model.optimized
   params = model.init(jax.random.key(0))
   weights = [v for path, v in jax.tree.flatten_with_path(params["layers"])[0] if path[-1].key == "kernel"]
   assert all(abs(float(jnp.std(w)) - 0.01) < 0.004 for w in weights)  # d2l scheme: N(0, 0.01) like Gluon's
   config.model.implementation = "keras"
   with pytest.raises(ValueError, match="model.implementation"):
-    model_lib.from_config(config.model, 7)
+    models.from_config(config.model, 7)
 
 
 def test_pytorch_init_scheme_redraws_every_cell_param_uniformly():

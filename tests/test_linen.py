@@ -181,7 +181,9 @@ def _elman_family():
 
 
 def test_a_newly_registered_family_works_without_changes(monkeypatch):
-  monkeypatch.setitem(cells.FAMILIES, "elman_for_test", _elman_family())
+  family = _elman_family()
+  monkeypatch.setitem(cells.REGISTRY, "elman_for_test", cells.Family("elman_for_test", family, num_gates=1))
+  monkeypatch.setitem(cells.FAMILIES, "elman_for_test", family)
   params = {"W_x": _inputs(1, (IN, H)), "W_h": _inputs(2, (H, H)), "b": _inputs(3, (H,))}
   xs = _inputs()
   want_h = np.zeros((B, H))

@@ -7,6 +7,8 @@ import pytest
 from lstm_jax import checkpoint, metrics, population, train
 from lstm_jax import config as config_lib
 from lstm_jax.data import batching
+from lstm_jax import optimizer as optimizer_lib
+from lstm_jax import workdir as workdir_lib
 
 MEMBERS = [  # (seed, learning rate, clip norm): seeds 0 and 3 give epoch 1 different numbers of minibatches
     (0, 1.0, 1.0),
@@ -31,6 +33,7 @@ def corpus(tmp_path):
   return path
 
 
+@pytest.mark.slow
 def test_members_equal_single_runs(tmp_path, corpus):
   configs = [_config(corpus, *m) for m in MEMBERS]
   ids = np.arange(583)
@@ -41,8 +44,8 @@ def test_members_equal_single_runs(tmp_path, corpus):
   for k, config in enumerate(configs):
     single_dir = tmp_path / f"single{k}"
     train.train_and_evaluate(config, str(single_dir))
-    member_log = [r for r in metrics.read_metrics(tmp_path / f"member{k}" / "metrics.jsonl") if "final" not in r]
-    single_log = [r for r in metrics.read_metrics(single_dir / "metrics.jsonl") if "final" not in r]
+    member_log = [r for r in workdir_lib.read_metrics(tmp_path / f"member{k}") if "final" not in r]
+    single_log = [r for r in workdir_lib.read_metrics(single_dir) if "final" not in r]
     assert [r["step"] for r in member_log] == [r["step"] for r in single_log]
     for m, s in zip(member_log, single_log):
       np.testing.assert_allclose(m["train_perplexity"], s["train_perplexity"], rtol=1e-5)
@@ -50,7 +53,7 @@ def test_members_equal_single_runs(tmp_path, corpus):
     member_params = checkpoint.load_params(tmp_path / f"member{k}")[1]  # single-run checkpoint layout
     single_params = checkpoint.load_params(single_dir)[1]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), member_params, single_params)
-  finals = [metrics.read_metrics(tmp_path / f"member{k}" / "metrics.jsonl")[-1] for k in range(len(MEMBERS))]
+  finals = [workdir_lib.read_metrics(tmp_path / f"member{k}")[-1] for k in range(len(MEMBERS))]
   assert all(f["final"] == 1 and f["population_size"] == len(MEMBERS) for f in finals)
   assert len({f["train_perplexity"] for f in finals}) == len(MEMBERS)  # the members really differ
 
@@ -66,21 +69,19 @@ def test_clip_off_member_has_the_single_run_optimizer_state(corpus):
   config = _config(corpus, 0, 1.0, 0.0)
   pop = population.Population([config, _config(corpus, 0, 1.0, 1.0)], vocab_size=11)
   states = pop.init()
-  single = train.make_optimizer(config.optimizer).init(jax.tree.map(lambda x: x[0], states.params))
-  member = population.single_run_opt_state(jax.tree.map(lambda x: x[0], states.opt_state), 0.0)
+  single = optimizer_lib.make_optimizer(config.optimizer).init(jax.tree.map(lambda x: x[0], states.params))
+  member = optimizer_lib.single_run_opt_state(jax.tree.map(lambda x: x[0], states.opt_state), 0.0)
   assert jax.tree.structure(member) == jax.tree.structure(single)
 
 
 def test_population_benchmark_measures_both_ways_on_tiny_shapes():
-  from absl import flags
-  from absl.testing import flagsaver
+  from lstm_jax.benchmarks import population as benchmark_population
 
-  from lstm_jax import benchmark_population
-
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
-  with flagsaver.flagsaver(hidden_size=8, batch_size=2, num_steps=3, vocab_size=7):
-    result = benchmark_population.measure(size=3, steps=2, rounds=2)
+  shape = benchmark_population.Shape(hidden_size=8, batch_size=2, num_steps=3, vocab_size=7)
+  result = benchmark_population.measure(size=3, steps=2, rounds=3, shape=shape)
   assert result["population_size"] == 3
-  assert result["population_member_steps_per_sec"] > 0 and result["sequential_member_steps_per_sec"] > 0
+  rates = (result["population_member_steps_per_sec"], result["sequential_member_steps_per_sec"])
+  assert all(np.isfinite(rate) and rate > 0 for rate in rates)
   assert result["ratio_min"] <= result["ratio"] <= result["ratio_max"]
+  assert np.isfinite(result["ratio_with_compile"]) and result["population_compile_sec"] > 0
+  assert benchmark_population.markdown_row(result).startswith("| 3 | ")

@@ -10,7 +10,10 @@ import types
 import numpy as np
 import pytest
 
-from lstm_jax import report
+from lstm_jax.d2l import plots, report
+from lstm_jax.d2l import summary as d2l_summary
+from lstm_jax.d2l import rows as d2l_rows
+from lstm_jax.d2l import runs as d2l_runs
 
 
 def _fake_run(workdir, curve, val=None, wall=12.0, speed=1000.0):
@@ -28,67 +31,67 @@ def _fake_run(workdir, curve, val=None, wall=12.0, speed=1000.0):
 
 
 def test_every_row_has_a_loadable_config_with_the_books_epochs():
-  for row in report.ROWS.values():
-    config = report.load_config(row.experiment)
+  for row in d2l_rows.ROWS.values():
+    config = d2l_rows.load_config(row.experiment)
     assert config.train.num_epochs == max(row.book), row.name
 
 
 def test_select_rows_by_table_name_and_pattern():
-  assert [r.name for r in report.select_rows("tm2019")] == [
-      n for n, r in report.ROWS.items() if r.table == "tm2019" and not r.slow]
-  assert [r.name for r in report.select_rows("jaychou_lstm_*,tm2019_deep_lstm_concise")] == [
-      "jaychou_lstm_scratch", "jaychou_lstm_concise", "tm2019_deep_lstm_concise"]
-  assert len(report.select_rows("all")) == sum(not r.slow for r in report.ROWS.values())
+  assert [r.name for r in d2l_rows.select_rows("tm2019")] == [
+      n for n, r in d2l_rows.ROWS.items() if r.table == "tm2019" and not r.slow]
+  assert [r.name for r in d2l_rows.select_rows("jaychou_lstm_*,tm2019_deep_lstm_library")] == [
+      "jaychou_lstm_scratch", "jaychou_lstm_library", "tm2019_deep_lstm_library"]
+  assert len(d2l_rows.select_rows("all")) == sum(not r.slow for r in d2l_rows.ROWS.values())
   with pytest.raises(ValueError, match="No row matches 'tm2020'"):
-    report.select_rows("tm2020")
+    d2l_rows.select_rows("tm2020")
 
 
 def test_unfinished_run_is_not_read(tmp_path):
   (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 8, "epoch": 1, "train_perplexity": 9.0}) + "\n")
-  assert report.read_run(tmp_path) is None
-  assert report.read_run(tmp_path / "missing") is None
+  assert d2l_runs.read_run(tmp_path) is None
+  assert d2l_runs.read_run(tmp_path / "missing") is None
 
 
 def test_summary_statistics_and_verdicts(tmp_path):
-  row = report.ROWS["tm2019_lstm_scratch"]  # book @160 1.322, no spread: reproduced up to 1.1 * 1.322
+  row = d2l_rows.ROWS["tm2019_lstm_scratch"]  # book @160 1.322, no spread: reproduced up to 1.1 * 1.322
   for seed, final in enumerate([1.30, 1.40, 1.50]):
     _fake_run(tmp_path / f"seed{seed}", {40: 8.0, 80: 4.0, 120: 2.0, 160: final}, wall=10.0 + seed)
-  runs = [report.read_run(tmp_path / f"seed{s}") for s in range(3)]
-  summary = report.summarise(row, runs)
+  runs = [d2l_runs.read_run(tmp_path / f"seed{s}") for s in range(3)]
+  summary = d2l_summary.summarise(row, runs)
   mean, std = summary["at_epochs"][160]
   assert mean == pytest.approx(1.40) and std == pytest.approx(0.1)
   assert summary["wall_time_sec"][0] == pytest.approx(11.0)
   assert summary["verdict"] == "reproduced"           # 1.40 <= 1.454
-  assert report.summarise(row, runs[2:])["verdict"] == "NOT reproduced"   # 1.50 > 1.454
+  assert d2l_summary.summarise(row, runs[2:])["verdict"] == "NOT reproduced"   # 1.50 > 1.454
 
-  decimals_row = report.ROWS["tm0x_lstm_scratch"]      # book 1.1, spread top 1.4, printed to one decimal
-  assert report.verdict(decimals_row, (1.44, 0.0), None) == "reproduced"  # prints as 1.4
-  assert report.verdict(decimals_row, (1.46, 0.0), None) == "NOT reproduced"
-  batch_row = report.ROWS["tm1x_gru_scratch"]         # d2l 1.x: judged on the book's per-batch means when logged
+  decimals_row = d2l_rows.ROWS["tm0x_lstm_scratch"]      # book 1.1, spread top 1.4, printed to one decimal
+  assert d2l_summary.verdict(decimals_row, (1.44, 0.0), None) == "reproduced"  # prints as 1.4
+  assert d2l_summary.verdict(decimals_row, (1.46, 0.0), None) == "NOT reproduced"
+  batch_row = d2l_rows.ROWS["tm1x_gru_scratch"]         # d2l 1.x: judged on the book's per-batch means when logged
   _fake_run(tmp_path / "b0", {50: 5.6}, val={50: 6.7})
-  run = report.read_run(tmp_path / "b0")
-  assert report.summarise(batch_row, [run])["at_epochs"][50][0] == pytest.approx(5.6)   # not logged: pooled
+  run = d2l_runs.read_run(tmp_path / "b0")
+  assert d2l_summary.summarise(batch_row, [run])["at_epochs"][50][0] == pytest.approx(5.6)   # not logged: pooled
   for record in (run["epochs"][50], run["final"]):
     record.update(train_batch_perplexity_last_half=5.9, val_batch_perplexity_mean=6.9)
-  summary = report.summarise(batch_row, [run])
+  summary = d2l_summary.summarise(batch_row, [run])
   assert summary["at_epochs"][50][0] == pytest.approx(5.9) and summary["val"][0] == pytest.approx(6.9)
   assert summary["verdict"] == "NOT reproduced" and summary["measure"] == "train_batch_perplexity_last_half"
-  assert report.summarise(report.ROWS["tm2019_lstm_scratch"], runs)["measure"] == "train_perplexity"
-  val_row = report.ROWS["tm1x_lstm_scratch"]           # train spread top 6.90, val spread top 7.51
-  assert report.verdict(val_row, (6.5, 0.0), (7.4, 0.0)) == "reproduced"
-  assert report.verdict(val_row, (6.5, 0.0), (7.6, 0.0)) == "NOT reproduced"
-  assert report.verdict(val_row, (6.5, 0.0), None) == "NOT reproduced"
+  assert d2l_summary.summarise(d2l_rows.ROWS["tm2019_lstm_scratch"], runs)["measure"] == "train_perplexity"
+  val_row = d2l_rows.ROWS["tm1x_lstm_scratch"]           # train spread top 6.90, val spread top 7.51
+  assert d2l_summary.verdict(val_row, (6.5, 0.0), (7.4, 0.0)) == "reproduced"
+  assert d2l_summary.verdict(val_row, (6.5, 0.0), (7.6, 0.0)) == "NOT reproduced"
+  assert d2l_summary.verdict(val_row, (6.5, 0.0), None) == "NOT reproduced"
 
 
 def test_report_files_from_fake_workdirs(tmp_path):
-  rows = report.select_rows("tm2019_lstm_*,tm1x_gru_scratch")
+  rows = d2l_rows.select_rows("tm2019_lstm_*,tm1x_gru_scratch")
   runs = {}
   for row in rows:
     curve = {e: 10.0 / e ** 0.3 for e in range(1, max(row.book) + 1)}
     val = {e: v + 1.0 for e, v in curve.items()} if row.book_val else None
-    workdir = report.workdir_of(tmp_path / "runs", row, 0)
+    workdir = d2l_runs.workdir_of(tmp_path / "runs", row, 0)
     _fake_run(workdir, curve, val)
-    runs[row.name] = [report.read_run(workdir)]
+    runs[row.name] = [d2l_runs.read_run(workdir)]
   library = [{"cell": "lstm", "implementation": "flax", "steps": 3, "scratch_losses": [3.7, 3.6, 3.5],
               "library_losses": [3.7, 3.6, 3.5], "max_rel_diff": 0.0, "scratch_tokens_per_sec": 10.0,
               "library_tokens_per_sec": 5.0}]
@@ -97,7 +100,7 @@ def test_report_files_from_fake_workdirs(tmp_path):
   text = (out / "RESULTS.md").read_text()
   for row in rows:
     assert row.name in text
-  assert f"{report.ROWS['tm2019_lstm_scratch'].book[160]:.3f}" in text   # the book's number, 1.322
+  assert f"{d2l_rows.ROWS['tm2019_lstm_scratch'].book[160]:.3f}" in text   # the book's number, 1.322
   assert f"{10.0 / 160 ** 0.3:.3f}" in text                               # ours at the book's epoch
   assert "time traveller abc" in text and "| lstm | flax | 3 |" in text
   assert f"| tm2019_lstm_scratch | 160 | 1.322 | {10.0 / 160 ** 0.3:.3f} ± 0.000 | 1 |" in text  # summary line
@@ -106,33 +109,33 @@ def test_report_files_from_fake_workdirs(tmp_path):
     png = out / f"{table}.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size < 150_000
   assert not (out / "jaychou.png").exists()
-  assert json.loads((out / "summary.json").read_text())["tm2019_lstm_concise"]["seeds"] == 1
+  assert json.loads((out / "summary.json").read_text())["tm2019_lstm_library"]["seeds"] == 1
 
 
 def test_compute_time_table_sums_seeds_per_table_and_kind(tmp_path):
-  walls = {"tm2019_lstm_scratch": [60.0, 120.0], "tm2019_lstm_concise": [300.0], "tm1x_gru_scratch": [30.0],
-           "tm2019_deep_lstm_concise": [600.0]}
-  rows = [report.ROWS[name] for name in walls]
+  walls = {"tm2019_lstm_scratch": [60.0, 120.0], "tm2019_lstm_library": [300.0], "tm1x_gru_scratch": [30.0],
+           "tm2019_deep_lstm_library": [600.0]}
+  rows = [d2l_rows.ROWS[name] for name in walls]
   runs = {}
   for name, seconds in walls.items():
     for seed, wall in enumerate(seconds):
       _fake_run(tmp_path / name / f"seed{seed}", {1: 9.0}, wall=wall)
-      runs.setdefault(name, []).append(report.read_run(tmp_path / name / f"seed{seed}"))
-  lines = report.compute_time_table(rows, runs)
+      runs.setdefault(name, []).append(d2l_runs.read_run(tmp_path / name / f"seed{seed}"))
+  lines = d2l_summary.compute_time_table(rows, runs)
   assert "| tm2019 | 3.0 | 5.0 | 8.0 | 4.0 min |" in lines   # 60 + 120 s scratch, 300 s library
   assert "| tm1x | 0.5 | 0.0 | 0.5 | 0.2 min |" in lines
-  assert "| tm2019_deep_lstm_concise | 0.0 | 10.0 | 10.0 | 5.0 min |" in lines  # a slow row: its own line
+  assert "| tm2019_deep_lstm_library | 0.0 | 10.0 | 10.0 | 5.0 min |" in lines  # a slow row: its own line
   assert lines[-1] == "| all | 3.5 | 15.0 | 18.5 | 9.2 min |"
   report.write_report(rows, runs, tmp_path / "out")
   assert "| all | 3.5 | 15.0 | 18.5 | 9.2 min |" in (tmp_path / "out" / "RESULTS.md").read_text()
 
 
 def test_only_missing_runs_are_trained(tmp_path, monkeypatch):
-  rows = report.select_rows("tm2019_gru_*")
-  _fake_run(report.workdir_of(tmp_path, rows[0], 0), {160: 1.2})
+  rows = d2l_rows.select_rows("tm2019_gru_*")
+  _fake_run(d2l_runs.workdir_of(tmp_path, rows[0], 0), {160: 1.2})
   trained = []
-  monkeypatch.setattr(report, "train_row", lambda row, seed, workdir: trained.append((row.name, seed, workdir)))
-  report.train_missing(rows, seeds=2, runs_dir=tmp_path, jobs=1)
+  monkeypatch.setattr(d2l_runs, "train_row", lambda row, seed, workdir: trained.append((row.name, seed, workdir)))
+  d2l_runs.train_missing(rows, seeds=2, runs_dir=tmp_path, jobs=1)
   assert [(name, seed) for name, seed, _ in trained] == [
       (rows[0].name, 1), (rows[1].name, 0), (rows[1].name, 1)]
   assert trained[0][2] == tmp_path / rows[0].name / "seed1"
@@ -141,16 +144,16 @@ def test_only_missing_runs_are_trained(tmp_path, monkeypatch):
 def test_parallel_runs_start_longest_first(tmp_path, monkeypatch):
   from lstm_jax.data import corpora
   monkeypatch.setattr(corpora, "load", lambda data_config: types.SimpleNamespace(train_ids=np.zeros(1000, np.int32)))
-  rows = report.select_rows("tm0x")
-  in_row_order = report.pending_tasks(rows, 2, tmp_path)
+  rows = d2l_rows.select_rows("tm0x")
+  in_row_order = d2l_runs.pending_tasks(rows, 2, tmp_path)
   assert [(name, seed) for name, seed, _ in in_row_order[:2]] == [(rows[0].name, 0), (rows[0].name, 1)]
-  longest_first = report.pending_tasks(rows, 2, tmp_path, longest_first=True)
+  longest_first = d2l_runs.pending_tasks(rows, 2, tmp_path, longest_first=True)
   assert sorted(longest_first) == sorted(in_row_order)
   names = [name for name, _, _ in longest_first]
-  assert names[:2] == ["tm0x_deep_lstm_concise"] * 2 and names[-2:] == ["tm0x_rnn_concise"] * 2
-  config = {name: report.load_config(report.ROWS[name].experiment) for name in ("tm0x_deep_lstm_concise",
+  assert names[:2] == ["tm0x_deep_lstm_library"] * 2 and names[-2:] == ["tm0x_rnn_library"] * 2
+  config = {name: d2l_rows.load_config(d2l_rows.ROWS[name].experiment) for name in ("tm0x_deep_lstm_library",
                                                                                 "tm0x_lstm_scratch")}
-  deep, single = (report.run_cost(c.model, 1000, c.train.num_epochs) for c in config.values())
+  deep, single = (d2l_runs.run_cost(c.model, 1000, c.train.num_epochs) for c in config.values())
   assert deep == pytest.approx(3 * single)  # layer 2 adds an input matmul as large as the recurrent ones
 
 
@@ -160,7 +163,7 @@ def test_worker_initializer_binds_the_worker_to_one_core():
   context = multiprocessing.get_context("spawn")
   cores = context.Queue()
   cores.put(core)
-  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=report._pin_to_core,
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=d2l_runs._pin_to_core,
                                               initargs=(cores,)) as pool:
     assert pool.submit(os.sched_getaffinity, 0).result() == {core}
 
@@ -171,12 +174,12 @@ def test_plots_draw_the_measure_the_table_judges(tmp_path, monkeypatch):
   original = matplotlib.axes.Axes.plot
   monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, x, y, *a, **k: (drawn.append(list(y)),
                                                                                 original(ax, x, y, *a, **k))[1])
-  row = report.ROWS["tm1x_gru_scratch"]   # d2l 1.x: judged on means of per-batch perplexities
+  row = d2l_rows.ROWS["tm1x_gru_scratch"]   # d2l 1.x: judged on means of per-batch perplexities
   records = {e: {"train_perplexity": 5.0, "val_perplexity": 7.0, "train_batch_perplexity_last_half": 5.5,
                  "val_batch_perplexity_mean": 7.5} for e in (25, 50)}
   run = {"epochs": records, "final": records[50]}
-  assert report.measure_keys(row, [run]) == ("train_batch_perplexity_last_half", "val_batch_perplexity_mean")
-  report.plot_table("tm1x", [row], {row.name: [run]}, tmp_path / "tm1x.png")
+  assert d2l_summary.measure_keys(row, [run]) == ("train_batch_perplexity_last_half", "val_batch_perplexity_mean")
+  plots.plot_table("tm1x", [row], {row.name: [run]}, tmp_path / "tm1x.png")
   assert drawn[:2] == [[5.5, 5.5], [7.5, 7.5]]
 
 
@@ -185,37 +188,41 @@ def test_wall_time_of_a_resumed_run_counts_every_session(tmp_path):
              for e, t in ((1, 10.0), (2, 20.0), (3, 5.0), (4, 15.0))]  # killed after epoch 2, resumed from it
   records.append({**records[-1], "final": 1, "wall_time_sec": 16.0})
   tmp_path.joinpath("metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-  run = report.read_run(tmp_path)
+  run = d2l_runs.read_run(tmp_path)
   assert run["wall_time_sec"] == pytest.approx(20.0 + 16.0)
-  assert report.summarise(report.ROWS["tm2019_lstm_scratch"], [run])["wall_time_sec"][0] == pytest.approx(36.0)
+  assert d2l_summary.summarise(d2l_rows.ROWS["tm2019_lstm_scratch"], [run])["wall_time_sec"][0] == pytest.approx(36.0)
 
 
-def test_explained_misses_are_written_under_their_table(tmp_path, monkeypatch):
-  row = report.ROWS["tm2019_lstm_scratch"]
+def test_explained_misses_are_read_from_findings_and_written_under_their_table(tmp_path):
+  row = d2l_rows.ROWS["tm2019_lstm_scratch"]
   _fake_run(tmp_path / "seed0", {40: 8.0, 80: 4.0, 120: 2.0, 160: 3.0})
-  monkeypatch.setitem(report.EXPLANATIONS, row.name, "because of the experiment in X.")
-  report.write_report([row], {row.name: [report.read_run(tmp_path / "seed0")]}, tmp_path / "out")
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out" / "findings.md").write_text(
+      "# Findings\n\n## miss: tm2019_lstm_scratch\n\nbecause of the\nexperiment in X.\n\n## note: tm0x_gru_scratch\n\nnoted.\n")
+  assert report.read_findings(tmp_path / "out" / "findings.md") == (
+      {"tm2019_lstm_scratch": "because of the experiment in X."}, {"tm0x_gru_scratch": "noted."})
+  report.write_report([row], {row.name: [d2l_runs.read_run(tmp_path / "seed0")]}, tmp_path / "out")
   assert "- **tm2019_lstm_scratch**: because of the experiment in X." in (tmp_path / "out" / "RESULTS.md").read_text()
 
 
 def test_runs_made_with_another_config_are_refused(tmp_path):
-  row = report.ROWS["tm0x_rnn_scratch_random"]
-  workdir = report.workdir_of(tmp_path, row, 1)
+  row = d2l_rows.ROWS["tm0x_rnn_scratch_random"]
+  workdir = d2l_runs.workdir_of(tmp_path, row, 1)
   _fake_run(workdir, {500: 1.5})
-  config = report.load_config(row.experiment)
+  config = d2l_rows.load_config(row.experiment)
   config.seed = 1
   (workdir / "config.json").write_text(json.dumps({"config": config.to_dict()}))
-  report.check_runs_match([row], seeds=2, runs_dir=tmp_path)   # same recipe (seed 0 has no run yet): accepted
+  d2l_runs.check_runs_match([row], seeds=2, runs_dir=tmp_path)   # same recipe (seed 0 has no run yet): accepted
   older = config.to_dict()
   del older["data"]["val_fraction"]  # written before the field existed: reads as its default, 0.0
   (workdir / "config.json").write_text(json.dumps({"config": older}))
-  report.check_runs_match([row], seeds=2, runs_dir=tmp_path)
+  d2l_runs.check_runs_match([row], seeds=2, runs_dir=tmp_path)
   del older["data"]["carry_state"]  # default None: the state was carried, not this row's recipe
   (workdir / "config.json").write_text(json.dumps({"config": older}))
   with pytest.raises(ValueError, match="seed1: data.carry_state: run None, now False"):
-    report.check_runs_match([row], seeds=2, runs_dir=tmp_path)
+    d2l_runs.check_runs_match([row], seeds=2, runs_dir=tmp_path)
   config.data.sampling = "random"
   (workdir / "config.json").write_text(json.dumps({"config": config.to_dict()}))
   with pytest.raises(ValueError, match="seed1: data.sampling: run 'random', now 'sequential'") as error:
-    report.check_runs_match([row], seeds=2, runs_dir=tmp_path)
+    d2l_runs.check_runs_match([row], seeds=2, runs_dir=tmp_path)
   assert "Move them aside" in str(error.value)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,6 +52,7 @@ def _run(tmp_path, devices):
   return summary, params
 
 
+@pytest.mark.slow
 def test_sharded_run_matches_single_device_run(tmp_path):
   sharded, sharded_params = _run(tmp_path, 8)
   single, single_params = _run(tmp_path, 1)
@@ -92,6 +94,7 @@ print("ok")
 '''
 
 
+@pytest.mark.slow
 def test_population_split_over_devices_matches_one_device():
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}

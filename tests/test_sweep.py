@@ -56,11 +56,12 @@ def sweep(add, name):
   return experiment
 
 
+@pytest.mark.slow
 def test_tiny_sweep_runs_skips_finished_and_aggregates(tmp_path):
   experiment = _tiny_experiment(
       tmp_path, "  c.optimizer.learning_rate = 1.0; c.optimizer.clip_norm = 1.0",
       '  for cell, lr in (("lstm", 0.5), ("rnn", 2.0)):\n    add(**{"model.cell": cell, "optimizer.learning_rate": lr})')
-  command = [sys.executable, "-m", "lstm_jax.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs"]
+  command = [sys.executable, "-m", "lstm_jax.commands.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs"]
   env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
   first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
   assert "2 runs, 0 finished, 2 to run." in first.stdout
@@ -74,10 +75,11 @@ def test_tiny_sweep_runs_skips_finished_and_aggregates(tmp_path):
   assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_population_mode_trains_pending_points_together_and_aggregates(tmp_path):
   experiment = _tiny_experiment(
       tmp_path, "", '  for lr in (0.5, 1.0, 2.0):\n    add(**{"optimizer.learning_rate": lr, "optimizer.clip_norm": 1.0})')
-  command = [sys.executable, "-m", "lstm_jax.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs",
+  command = [sys.executable, "-m", "lstm_jax.commands.sweep", f"--config={experiment}", "--sweep=lr", f"--root={tmp_path}/runs",
              "--mode=population", "--set=train.num_epochs=3"]
   env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
   first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)

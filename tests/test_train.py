@@ -14,6 +14,11 @@ from lstm_jax import loss as loss_lib
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import model as model_lib
 from lstm_jax import train
+from lstm_jax import optimizer as optimizer_lib
+from lstm_jax import train_state as train_state_lib
+from lstm_jax.data import pipeline
+from lstm_jax import workdir as workdir_lib
+from lstm_jax import models
 
 
 def _tiny_config(text_path, **overrides):
@@ -39,7 +44,7 @@ def _tiny_config(text_path, **overrides):
 
 def test_clipped_sgd_matches_the_book_rule():
   grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([12.0])}  # global norm 13
-  optimizer = train.make_optimizer(config_lib.default_config().optimizer)  # sgd lr 100, clip 0.01
+  optimizer = optimizer_lib.make_optimizer(config_lib.default_config().optimizer)  # sgd lr 100, clip 0.01
   updates, _ = optimizer.update(grads, optimizer.init(grads))
   expected = jax.tree.map(lambda g: -100.0 * g * 0.01 / 13.0, grads)
   chex_tol = dict(rtol=1e-6)
@@ -52,15 +57,15 @@ def test_unknown_optimizer_is_a_clear_error():
   config = config_lib.default_config()
   config.optimizer.name = "lion2"
   with pytest.raises(ValueError, match="--config.optimizer.name"):
-    train.make_optimizer(config.optimizer)
+    optimizer_lib.make_optimizer(config.optimizer)
 
 
 def test_one_step_changes_every_parameter_and_lowers_the_loss():
   model = model_lib.LanguageModel(vocab_size=11, hidden_size=8, num_layers=2, init_scheme="flax")
   config = config_lib.default_config().optimizer
   config.learning_rate, config.clip_norm = 0.5, 0.0
-  optimizer = train.make_optimizer(config)
-  state = train.create_train_state(model, optimizer, seed=0, batch_size=3)
+  optimizer = optimizer_lib.make_optimizer(config)
+  state = train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=3)
   before = jax.tree.map(np.asarray, state.params)  # the step donates its input state
   inputs = jax.random.randint(jax.random.key(1), (3, 6), 0, 11)
   targets = jnp.roll(inputs, -1, axis=1)
@@ -73,13 +78,14 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss():
   assert float(metrics2["nll_sum"]) < float(metrics1["nll_sum"])
 
 
+@pytest.mark.slow
 def test_carried_state_is_used_but_gradients_stop_at_the_boundary():
   """With carry_state, batch 2 starts from batch 1's final state; the gradient is that of batch 2 alone."""
   model = model_lib.LanguageModel(vocab_size=7, hidden_size=5, init_scheme="flax")
   opt_config = config_lib.default_config().optimizer
   opt_config.learning_rate, opt_config.clip_norm = 0.1, 0.0
-  optimizer = train.make_optimizer(opt_config)
-  state = train.create_train_state(model, optimizer, seed=0, batch_size=2)
+  optimizer = optimizer_lib.make_optimizer(opt_config)
+  state = train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=2)
   tokens = jax.random.randint(jax.random.key(2), (2, 9), 0, 7)
   first, second = tokens[:, :4], tokens[:, 4:8]
   _, carry = model.apply(state.params, first)
@@ -102,7 +108,7 @@ def test_tiny_run_end_to_end_writes_metrics_and_learns(tmp_path, tiny_text, samp
   text_path.write_text(tiny_text * 3)
   config = _tiny_config(text_path, **{"data.sampling": sampling, "train.num_epochs": 6})
   summary = train.train_and_evaluate(config, str(tmp_path / "work"))
-  records = [r for r in metrics_lib.read_metrics(tmp_path / "work" / "metrics.jsonl") if "epoch" in r]
+  records = [r for r in workdir_lib.read_metrics(tmp_path / "work") if "epoch" in r]
   assert [r["epoch"] for r in records if "final" not in r] == list(range(1, 7))
   assert records[-1]["train_perplexity"] < records[0]["train_perplexity"]
   assert math.isfinite(summary["val_perplexity"]) and summary["val_perplexity"] < len(set(tiny_text)) + 1
@@ -126,13 +132,13 @@ def test_loop_carries_or_zeroes_the_state_as_configured(tmp_path, tiny_text, car
   train.train_and_evaluate(config, str(tmp_path / "work"))
   _, trained, _, _ = checkpoint.load_params(tmp_path / "work")
 
-  model = model_lib.from_config(config.model, len(corpora.load(config.data).vocab))
-  optimizer = train.make_optimizer(config.optimizer)
-  batches = train.epoch_batches(config, corpora.load(config.data), epoch=1)
+  model = models.from_config(config.model, len(corpora.load(config.data).vocab))
+  optimizer = optimizer_lib.make_optimizer(config.optimizer)
+  batches = pipeline.epoch_batches(config, corpora.load(config.data), epoch=1)
   assert len(batches) > 1
   by_rule, batch_perplexities = {}, {}
   for carry in (True, False):
-    state = train.create_train_state(model, optimizer, config.seed, config.data.batch_size)
+    state = train_state_lib.create_train_state(model, optimizer, config.seed, config.data.batch_size)
     step = train.compile_train_step(model, optimizer, carry_state=carry)
     batch_perplexities[carry] = []
     for inputs, targets in batches:
@@ -143,7 +149,7 @@ def test_loop_carries_or_zeroes_the_state_as_configured(tmp_path, tiny_text, car
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(trained)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert any(not np.allclose(a, b, rtol=1e-4) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(trained)))
-  record = metrics_lib.read_metrics(tmp_path / "work" / "metrics.jsonl")[0]
+  record = workdir_lib.read_metrics(tmp_path / "work")[0]
   last_half = batch_perplexities[carry_state is None][-(len(batches) // 2):]
   assert record["train_batch_perplexity_last_half"] == pytest.approx(np.mean(last_half), rel=1e-5)
 
@@ -152,12 +158,13 @@ def test_carrying_state_across_random_minibatches_is_refused():
   config = config_lib.default_config()
   config.data.sampling, config.data.carry_state = "random", True
   with pytest.raises(ValueError, match="--config.data.sampling=sequential"):
-    train.carries_state(config.data)
-  assert train.carries_state(config_lib.default_config().data)
+    pipeline.carries_state(config.data)
+  assert pipeline.carries_state(config_lib.default_config().data)
   config.data.carry_state = False
-  assert not train.carries_state(config.data)
+  assert not pipeline.carries_state(config.data)
 
 
+@pytest.mark.slow
 def test_main_job_learns_like_the_book_in_40_epochs(tmp_path, real_data_dir):
   """The book (0.2, LSTM scratch) prints perplexity 7.95 at epoch 40; untrained it is 43."""
   from experiments import timemachine_lstm  # noqa: PLC0415

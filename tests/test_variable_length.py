@@ -81,6 +81,7 @@ def _tokens(seed, shape, vocab=11):
   return np.asarray(jax.random.randint(jax.random.key(seed), shape, 0, vocab), np.int32)
 
 
+@pytest.mark.slow
 def test_model_loss_and_perplexity_ignore_padding():
   model = LanguageModel(vocab_size=11, hidden_size=8, num_layers=2, init_scheme="pytorch")
   params = model.init(jax.random.key(0))

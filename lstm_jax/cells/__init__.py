@@ -3,26 +3,59 @@
 Every family module provides ``init_params(key, input_size, hidden_size, scheme, ...)`` returning
 ``{"W_x": [in, G*H], "W_h": [H, G*H], "b": [G*H], ...}``, ``zero_carry(batch, hidden)``,
 ``project_inputs(params, xs_TBI)`` and ``recurrence(params, xproj_TBG, carry, unroll)``.
-The registry below maps the config's ``model.cell`` name to its module.
+
+``REGISTRY`` is the one place that knows, per config name (``model.cell``): the family module, its gate count
+``G``, its hand-written whole-sequence backward (``recurrence="fused_vjp"``), and its counterparts in Flax
+(``flax.linen`` / ``flax.nnx`` class name and activation) and PyTorch (``torch.nn`` module). ``rnn_relu`` exists
+only as a library cell (the book's Gluon ``rnn.RNN`` default).
 """
 
+from __future__ import annotations
+
+import dataclasses
 from types import ModuleType, SimpleNamespace
+from typing import Any, Callable
 
-from lstm_jax.cells import gru, lstm, lstm_variants, rnn
+from lstm_jax.cells import gru, lstm, lstm_fused_vjp, lstm_variants, rnn, rnn_fused_vjp
 
-FAMILIES: dict[str, ModuleType | SimpleNamespace] = {
-    "lstm": lstm,
-    "gru": gru.reset_before,              # D2L's GRU: reset gate before the recurrent matmul
-    "gru_reset_after": gru.reset_after,   # cuDNN's / flax.linen.GRUCell's form
-    "rnn": rnn,                           # tanh RNN
-    "lstm_peephole": lstm_variants.peephole,  # gates see the cell state (Gers et al., 2002)
-    "lstm_coupled": lstm_variants.coupled,    # coupled input-forget gate, f = 1 - i (Greff et al., 2017)
-}
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  module: ModuleType | SimpleNamespace | None   # the scratch math (None: a library-only cell)
+  num_gates: int                                # G: gate blocks in W_x / W_h / b
+  fused_vjp: Callable[..., Any] | None = None   # recurrence with a hand-written backward, same contract
+  flax_cell: str | None = None                  # flax.linen / flax.nnx cell class holding the same function
+  flax_activation: str = "tanh"                 # SimpleCell's activation
+  torch_module: str | None = None               # torch.nn module of the same function
+
+
+REGISTRY: dict[str, Family] = {f.name: f for f in (
+    Family("lstm", lstm, 4, lstm_fused_vjp.recurrence, "LSTMCell", torch_module="LSTM"),
+    Family("gru", gru.reset_before, 3),          # D2L's GRU: reset gate before the recurrent matmul; no library twin
+    Family("gru_reset_after", gru.reset_after, 3, flax_cell="GRUCell", torch_module="GRU"),  # cuDNN's / Flax's
+    Family("rnn", rnn, 1, rnn_fused_vjp.recurrence, "SimpleCell", torch_module="RNN"),        # tanh RNN
+    Family("rnn_relu", None, 1, flax_cell="SimpleCell", flax_activation="relu"),
+    Family("lstm_peephole", lstm_variants.peephole, 4),  # gates see the cell state (Gers et al., 2002)
+    Family("lstm_coupled", lstm_variants.coupled, 3),    # coupled input-forget gate, f = 1 - i (Greff et al., 2017)
+)}
+
+# The scratch families (what ``LanguageModel(cell=...)`` accepts).
+FAMILIES: dict[str, ModuleType | SimpleNamespace] = {n: f.module for n, f in REGISTRY.items() if f.module is not None}
+
+
+def get(name: str) -> Family:
+  try:
+    return REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"Unknown cell {name!r}; choose one of {sorted(REGISTRY)} "
+                     f"(set it with --config.model.cell=NAME).") from None
 
 
 def get_family(name: str) -> ModuleType:
-  try:
-    return FAMILIES[name]
-  except KeyError:
-    raise ValueError(f"Unknown cell {name!r}; choose one of {sorted(FAMILIES)} "
-                     f"(set it with --config.model.cell=NAME).") from None
+  """The scratch math module of ``name``."""
+  family = get(name)
+  if family.module is None:
+    raise ValueError(f"Cell {name!r} exists only as a library cell; use --config.model.implementation=flax, or "
+                     f"a scratch cell: {sorted(FAMILIES)}.")
+  return family.module

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax.cells import initializers
+from lstm_jax.cells.matmul import dot
 
 NUM_GATES = 3
 
@@ -38,21 +39,21 @@ def zero_carry(batch_size: int, hidden_size: int, dtype=jnp.float32) -> jax.Arra
 
 def project_inputs(params, xs_TBI: jax.Array) -> jax.Array:
   """``[T, B, in] -> [T, B, 3H]`` in one matmul, bias included."""
-  return xs_TBI @ params["W_x"] + params["b"]
+  return dot(xs_TBI, params["W_x"]) + params["b"]
 
 
 def _update(params, h_BH, xproj_BG, *, reset_after):
   hidden = h_BH.shape[-1]
   W_h = params["W_h"]
   if reset_after:
-    hh = h_BH @ W_h
+    hh = dot(h_BH, W_h)
     r = jax.nn.sigmoid(xproj_BG[:, :hidden] + hh[:, :hidden])
     z = jax.nn.sigmoid(xproj_BG[:, hidden:2 * hidden] + hh[:, hidden:2 * hidden])
     n = jnp.tanh(xproj_BG[:, 2 * hidden:] + r * (hh[:, 2 * hidden:] + params["b_hn"]))
   else:
-    rz = jax.nn.sigmoid(xproj_BG[:, :2 * hidden] + h_BH @ W_h[:, :2 * hidden])
+    rz = jax.nn.sigmoid(xproj_BG[:, :2 * hidden] + dot(h_BH, W_h[:, :2 * hidden]))
     r, z = rz[:, :hidden], rz[:, hidden:]
-    n = jnp.tanh(xproj_BG[:, 2 * hidden:] + (r * h_BH) @ W_h[:, 2 * hidden:])
+    n = jnp.tanh(xproj_BG[:, 2 * hidden:] + dot(r * h_BH, W_h[:, 2 * hidden:]))
   return z * h_BH + (1.0 - z) * n
 
 
@@ -69,7 +70,7 @@ def _step(params, carry, x_BI, *, reset_after):
 
 
 def _variant(reset_after: bool):
-  """The family-interface namespace of one form (registered in ``lstm_jax.cells.FAMILIES``)."""
+  """The family-interface namespace of one form (registered in ``lstm_jax.cells.REGISTRY``)."""
   import types
   return types.SimpleNamespace(
       __name__=f"{__name__}[reset_after={reset_after}]", NUM_GATES=NUM_GATES,

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax.cells import initializers
+from lstm_jax.cells.matmul import dot
 
 NUM_GATES = 4
 GATE_ORDER = ("i", "f", "g", "o")
@@ -66,7 +67,7 @@ def gate_update(gates_BG: jax.Array, c_BH: jax.Array) -> LSTMCarry:
 
 def project_inputs(params: dict[str, jax.Array], xs_TBI: jax.Array) -> jax.Array:
   """The hoisted input projection: ``[T, B, in] -> [T, B, 4H]`` in one matmul (bias included)."""
-  return xs_TBI @ params["W_x"] + params["b"]
+  return dot(xs_TBI, params["W_x"]) + params["b"]
 
 
 def recurrence(params: dict[str, jax.Array], xproj_TBG: jax.Array, carry: LSTMCarry,
@@ -75,7 +76,7 @@ def recurrence(params: dict[str, jax.Array], xproj_TBG: jax.Array, carry: LSTMCa
   W_h = params["W_h"]
 
   def step(carry: LSTMCarry, xproj_BG: jax.Array):
-    carry = gate_update(xproj_BG + carry.h @ W_h, carry.c)
+    carry = gate_update(xproj_BG + dot(carry.h, W_h), carry.c)
     return carry, carry.h
 
   return jax.lax.scan(step, carry, xproj_TBG, unroll=unroll)
@@ -83,7 +84,7 @@ def recurrence(params: dict[str, jax.Array], xproj_TBG: jax.Array, carry: LSTMCa
 
 def step(params: dict[str, jax.Array], carry: LSTMCarry, x_BI: jax.Array) -> tuple[LSTMCarry, jax.Array]:
   """One time step from raw inputs ``[B, in]`` (the form ``flax.linen.RNN`` drives); returns ``(carry, h)``."""
-  carry = gate_update(x_BI @ params["W_x"] + params["b"] + carry.h @ params["W_h"], carry.c)
+  carry = gate_update(dot(x_BI, params["W_x"]) + params["b"] + dot(carry.h, params["W_h"]), carry.c)
   return carry, carry.h
 
 

@@ -2,7 +2,7 @@
 
 Both keep the carry ``LSTMCarry(h, c)``, the hoisted input projection and one ``[B, H] x [H, G*H]`` matmul per
 step inside ``lax.scan``; each is a family module (``peephole``, ``coupled``) registered in
-``lstm_jax.cells.FAMILIES`` as ``lstm_peephole`` / ``lstm_coupled``, so the language model, the linen modules and
+``lstm_jax.cells.REGISTRY`` as ``lstm_peephole`` / ``lstm_coupled``, so the language model, the linen modules and
 the masking/bidirectional wrappers take them by name.
 
 - **Peephole** (Gers, Schraudolph & Schmidhuber, 2002): the gates also see the cell state through diagonal
@@ -29,11 +29,12 @@ import jax.numpy as jnp
 
 from lstm_jax.cells import initializers
 from lstm_jax.cells.lstm import LSTMCarry, zero_carry
+from lstm_jax.cells.matmul import dot
 
 
 def _project_inputs(params, xs_TBI: jax.Array) -> jax.Array:
   """``[T, B, in] -> [T, B, G*H]`` in one matmul, bias included."""
-  return xs_TBI @ params["W_x"] + params["b"]
+  return dot(xs_TBI, params["W_x"]) + params["b"]
 
 
 def _fused_params(key, input_size, hidden_size, num_gates, scheme, dtype):
@@ -54,13 +55,13 @@ def _family(update, init_params, gate_order):
     W_h = params["W_h"]
 
     def body(carry: LSTMCarry, xproj_BG):
-      carry = update(params, xproj_BG + carry.h @ W_h, carry.c)
+      carry = update(params, xproj_BG + dot(carry.h, W_h), carry.c)
       return carry, carry.h
 
     return jax.lax.scan(body, LSTMCarry(*carry), xproj_TBG, unroll=unroll)
 
   def step(params, carry, x_BI):
-    carry = update(params, x_BI @ params["W_x"] + params["b"] + carry.h @ params["W_h"], carry.c)
+    carry = update(params, dot(x_BI, params["W_x"]) + params["b"] + dot(carry.h, params["W_h"]), carry.c)
     return carry, carry.h
 
   return SimpleNamespace(NUM_GATES=len(gate_order), GATE_ORDER=gate_order, init_params=init_params,

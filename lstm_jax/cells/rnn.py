@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax.cells import initializers
+from lstm_jax.cells.matmul import dot
 
 NUM_GATES = 1
 
@@ -29,7 +30,7 @@ def zero_carry(batch_size: int, hidden_size: int, dtype=jnp.float32) -> jax.Arra
 
 def project_inputs(params, xs_TBI: jax.Array) -> jax.Array:
   """``[T, B, in] -> [T, B, H]`` in one matmul, bias included."""
-  return xs_TBI @ params["W_x"] + params["b"]
+  return dot(xs_TBI, params["W_x"]) + params["b"]
 
 
 def recurrence(params, xproj_TBH: jax.Array, carry: jax.Array, unroll: int = 1) -> tuple[jax.Array, jax.Array]:
@@ -37,12 +38,12 @@ def recurrence(params, xproj_TBH: jax.Array, carry: jax.Array, unroll: int = 1) 
   W_h = params["W_h"]
 
   def step_fn(h_BH, xproj_BH):
-    h_BH = jnp.tanh(xproj_BH + h_BH @ W_h)
+    h_BH = jnp.tanh(xproj_BH + dot(h_BH, W_h))
     return h_BH, h_BH
 
   return jax.lax.scan(step_fn, carry, xproj_TBH, unroll=unroll)
 
 
 def step(params, carry: jax.Array, x_BI: jax.Array) -> tuple[jax.Array, jax.Array]:
-  h = jnp.tanh(x_BI @ params["W_x"] + params["b"] + carry @ params["W_h"])
+  h = jnp.tanh(dot(x_BI, params["W_x"]) + params["b"] + dot(carry, params["W_h"]))
   return h, h

@@ -1,14 +1,14 @@
 """An independent PyTorch rerun of a d2l-zh 1.x scratch row, trained on exactly our JAX runs' minibatches.
 
-``python -m lstm_jax.torch_crosscheck --experiment=d2l_jaychou.py:model=gru,impl=scratch --num_seeds=3``
+``python -m lstm_jax.commands.crosscheck --experiment=d2l_jaychou.py:model=gru,impl=scratch --num_seeds=3``
 
-The model is the book's scratch code (reference ``d2l_tables.md`` 3.1-3.4) written again in PyTorch float32, sharing
-nothing with ``lstm_jax.model`` but the data: every epoch's minibatches come from ``train.epoch_batches``, so the
+The model is the book's scratch code (``lstm_jax/d2l/book_tables.md`` section 3.1-3.4) written again in PyTorch float32, sharing
+nothing with ``lstm_jax.model`` but the data: every epoch's minibatches come from ``pipeline.epoch_batches``, so the
 data order is our runs'. Parameters are the book's ``get_params`` order, per gate ``W_x* [V, H]``, ``W_h* [H, H]``
 ~ N(0, 0.01) (``torch.randn * 0.01`` after ``torch.manual_seed(seed)``) and ``b_* [H]`` = 0, then ``W_hq [H, V]``,
 ``b_q [V]`` = 0. Inputs are one-hot; ``one_hot(x) @ W_x`` is computed as the row gather ``W_x[x]`` (the same
 numbers). The state is zeroed at each epoch's start and carried, detached, between minibatches when
-``train.carries_state`` (else zeroed before every minibatch); the loss is the mean cross-entropy over batch*time;
+``pipeline.carries_state`` (else zeroed before every minibatch); the loss is the mean cross-entropy over batch*time;
 gradients are clipped on their global norm and applied by plain SGD ``p -= lr * g``. The perplexity is exp of the
 token-weighted mean loss over each epoch, as the book prints it. Needs ``torch`` (not a dependency of the package).
 """
@@ -16,23 +16,15 @@ token-weighted mean loss over each epoch, as the book prints it. Needs ``torch``
 from __future__ import annotations
 
 import math
-import pathlib
 import time
 
 import numpy as np
-from absl import app, flags
 
-from lstm_jax import d2l_rows
-
-_EXPERIMENT = flags.DEFINE_string("experiment", None, "Row config, FILE.py:variant under experiments/.", required=True)
-# Flag names distinct from lstm_jax.report's and lstm_jax.benchmark's (absl flags are process-global).
-_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 3, "Seeds 0 .. N-1 (config.seed: data order; torch.manual_seed: "
-                                  "weights).")
-_OUT = flags.DEFINE_string("out", None, "Also write the Markdown table to this file.")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 1, "torch.set_num_threads.")
-_INIT = flags.DEFINE_enum("init", "torch", ["torch", "ours"], "Initial weights: torch (the book's law drawn by "
-                          "torch) or ours (the very weights our JAX run of the seed starts from).")
-_EPOCHS = flags.DEFINE_list("epochs", [], "Epochs to tabulate (default: the book's printed epochs).")
+from lstm_jax.d2l import rows as d2l_rows
+from lstm_jax import optimizer as optimizer_lib
+from lstm_jax import train_state as train_state_lib
+from lstm_jax import models
+from lstm_jax.data import pipeline
 
 GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}  # the book's get_params order
 FUSED_BLOCKS = {"rnn": "h", "gru": "rzh", "lstm": "ifco"}  # the gate blocks of our fused [*, G*H] matrices, in order
@@ -129,24 +121,24 @@ def check_config(config) -> None:
 
 def run_seed(config, corpus, seed: int, report_epochs, init: str = "torch") -> dict:
   """Trains one seed; returns ``{"perplexity": {epoch: value}, "wall_s": seconds}``. ``init="ours"`` starts from
-  the weights ``train.create_train_state`` draws for the seed (the JAX run's own start)."""
+  the weights ``train_state_lib.create_train_state`` draws for the seed (the JAX run's own start)."""
   import torch  # noqa: PLC0415
   from lstm_jax import model as model_lib  # noqa: PLC0415 (imports JAX)
   from lstm_jax import train  # noqa: PLC0415
   config.seed = seed
   cell, hidden, batch_size = config.model.cell, config.model.hidden_size, config.data.batch_size
-  carry = train.carries_state(config.data)
+  carry = pipeline.carries_state(config.data)
   if init == "ours":
-    model = model_lib.from_config(config.model, len(corpus.vocab))
-    optimizer = train.make_optimizer(config.optimizer)
-    params = from_ours(cell, train.create_train_state(model, optimizer, seed, batch_size).params)
+    model = models.from_config(config.model, len(corpus.vocab))
+    optimizer = optimizer_lib.make_optimizer(config.optimizer)
+    params = from_ours(cell, train_state_lib.create_train_state(model, optimizer, seed, batch_size).params)
   else:
     params = init_params(cell, len(corpus.vocab), hidden, seed)
   opt, num_epochs, every = config.optimizer, config.train.num_epochs, config.train.log_every_epochs
   perplexity, start = {}, time.perf_counter()
   for epoch in range(1, num_epochs + 1):
     state, nll_sum, tokens = zero_state(cell, batch_size, hidden), 0.0, 0
-    for inputs, targets in train.epoch_batches(config, corpus, epoch):
+    for inputs, targets in pipeline.epoch_batches(config, corpus, epoch):
       if not carry:
         state = zero_state(cell, inputs.shape[0], hidden)
       inputs, targets = torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64))
@@ -163,7 +155,7 @@ def run_seed(config, corpus, seed: int, report_epochs, init: str = "torch") -> d
 def table(experiment: str, epochs, results: dict, book: dict | None, init: str = "torch") -> list[str]:
   """Markdown: a line per seed, mean ± std (ddof 1) per epoch, and the book's line when the row has one."""
   start = "our JAX run's initial weights" if init == "ours" else "the book's init drawn by torch"
-  lines = [f"PyTorch cross-check of `{experiment}` (minibatches from `train.epoch_batches`; {start})", "",
+  lines = [f"PyTorch cross-check of `{experiment}` (minibatches from `pipeline.epoch_batches`; {start})", "",
            "| seed | " + " | ".join(f"@{e}" for e in epochs) + " | wall s |", "|---" * (len(epochs) + 2) + "|"]
   for seed, r in results.items():
     lines.append(f"| {seed} | " + " | ".join(f"{r['perplexity'][e]:.4f}" for e in epochs) +
@@ -179,31 +171,25 @@ def table(experiment: str, epochs, results: dict, book: dict | None, init: str =
   return lines
 
 
-def main(argv):
-  del argv
+def crosscheck(experiment: str, num_seeds: int = 3, init: str = "torch", epochs: list[int] | None = None,
+               torch_threads: int = 1) -> str:
+  """Trains ``num_seeds`` PyTorch runs of a scratch row's config and returns the Markdown table."""
   try:
     import torch  # noqa: PLC0415
   except ImportError:
     raise SystemExit("The PyTorch cross-check needs torch: pip install torch==2.13.0") from None
   from lstm_jax import train  # noqa: PLC0415
   from lstm_jax.data import corpora  # noqa: PLC0415
-  torch.set_num_threads(_TORCH_THREADS.value)
-  config = d2l_rows.load_config(_EXPERIMENT.value)
+  torch.set_num_threads(torch_threads)
+  config = d2l_rows.load_config(experiment)
   check_config(config)
   corpus = corpora.load(config.data)
-  rows = [row for row in d2l_rows.ROWS.values() if row.experiment == _EXPERIMENT.value]
+  rows = [row for row in d2l_rows.ROWS.values() if row.experiment == experiment]
   book = rows[0].book if rows else None
   every, num_epochs = config.train.log_every_epochs, config.train.num_epochs
-  epochs = sorted(book) if book else [e for e in range(1, num_epochs + 1) if train.is_due(e, every, num_epochs)]
-  epochs = sorted(int(e) for e in _EPOCHS.value) if _EPOCHS.value else epochs
-  print(f"{_EXPERIMENT.value}: cell {config.model.cell}, vocab {len(corpus.vocab)}, {num_epochs} epochs, "
+  default_epochs = sorted(book) if book else [e for e in range(1, num_epochs + 1) if train.is_due(e, every, num_epochs)]
+  epochs = sorted(epochs) if epochs else default_epochs
+  print(f"{experiment}: cell {config.model.cell}, vocab {len(corpus.vocab)}, {num_epochs} epochs, "
         f"row {rows[0].name if rows else '(none)'}", flush=True)
-  results = {seed: run_seed(config, corpus, seed, set(epochs), _INIT.value) for seed in range(_NUM_SEEDS.value)}
-  text = "\n".join(table(_EXPERIMENT.value, epochs, results, book, _INIT.value)) + "\n"
-  print(text)
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(text)
-
-
-if __name__ == "__main__":
-  app.run(main)
+  results = {seed: run_seed(config, corpus, seed, set(epochs), init) for seed in range(num_seeds)}
+  return "\n".join(table(experiment, epochs, results, book, init)) + "\n"

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax import convert_torch
+from lstm_jax.interop import torch as torch_interop
 from lstm_jax.cells import lstm
 from lstm_jax.model import LanguageModel
 
@@ -19,7 +19,7 @@ def test_torch_lstm_weights_give_the_same_outputs_and_states(num_layers, batch_f
   xs = torch.randn((B, T, I) if batch_first else (T, B, I))
   with torch.no_grad():
     out, (h_n, c_n) = module(xs)
-  layers = convert_torch.lstm_from_torch(module.state_dict())
+  layers = torch_interop.lstm_from_torch(module.state_dict())
   xs_TBI = jnp.asarray(xs.numpy().transpose(1, 0, 2) if batch_first else xs.numpy())
   for k, params in enumerate(layers):
     carry, xs_TBI = lstm.layer(params, xs_TBI)
@@ -29,7 +29,7 @@ def test_torch_lstm_weights_give_the_same_outputs_and_states(num_layers, batch_f
   np.testing.assert_allclose(xs_TBI, expected, rtol=1e-5, atol=1e-6)
 
   back = torch.nn.LSTM(I, H, num_layers=num_layers, batch_first=batch_first)
-  back.load_state_dict({k: torch.from_numpy(v) for k, v in convert_torch.lstm_to_torch(layers).items()})
+  back.load_state_dict({k: torch.from_numpy(v) for k, v in torch_interop.lstm_to_torch(layers).items()})
   with torch.no_grad():
     out_back, _ = back(xs)
   np.testing.assert_allclose(out_back.numpy(), out.numpy(), rtol=1e-5, atol=1e-6)
@@ -43,12 +43,12 @@ def test_torch_char_model_converts_to_our_language_model():
   with torch.no_grad():
     expected = head(rnn(torch.nn.functional.one_hot(tokens, V).float())[0]).numpy()
   model = LanguageModel(vocab_size=V, hidden_size=H, num_layers=2)
-  params = {"layers": convert_torch.lstm_from_torch(rnn.state_dict()),
-            "head": convert_torch.linear_from_torch(head.state_dict())}
+  params = {"layers": torch_interop.lstm_from_torch(rnn.state_dict()),
+            "head": torch_interop.linear_from_torch(head.state_dict())}
   logits, _ = model.apply(params, jnp.asarray(tokens.numpy()))
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_state_dict_without_lstm_weights_is_a_clear_error():
   with pytest.raises(ValueError, match="weight_ih_l0"):
-    convert_torch.lstm_from_torch({"weight": np.zeros((2, 2))})
+    torch_interop.lstm_from_torch({"weight": np.zeros((2, 2))})

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: ``python -m lstm_jax.evaluate_main --workdir runs/x [--step N | --step best]
+"""Evaluate a checkpoint: ``python -m lstm_jax.commands.evaluate --workdir runs/x [--step N | --step best]
 [--split train|val | --text_file FILE]``. Prints perplexity, its standard error (of the mean NLL) and bits per token.
 
 The vocabulary and config come from the checkpoint; only the split's text is read (the corpus for train/val).

@@ -1,8 +1,8 @@
 """Train-step and generation speed: our LSTM against Flax's cells and PyTorch's ``nn.LSTM``, on this machine.
 
-    python -m lstm_jax.benchmark            # all workloads, 7 rounds (a few minutes on 2 cores)
-    python -m lstm_jax.benchmark --quick    # 3 shorter rounds
-    python -m lstm_jax.benchmark --workloads=W1 --markdown=/tmp/bench.md --profile
+    python -m lstm_jax.commands.benchmark            # all workloads, 7 rounds (a few minutes on 2 cores)
+    python -m lstm_jax.commands.benchmark --quick    # 3 shorter rounds
+    python -m lstm_jax.commands.benchmark --workloads=W1 --markdown=/tmp/bench.md --profile
 
 Workloads (vocabulary 28, fp32):
 
@@ -14,7 +14,7 @@ Workloads (vocabulary 28, fp32):
   the book's per-token Python loop.
 
 Implementations: the scratch model (``lstm_jax.model``) with ``recurrence`` "scan" (autodiff through
-``lax.scan``) and "fused_vjp" (hand-written backward, ``lstm_jax.cells.lstm_fast``); our linen module
+``lax.scan``) and "fused_vjp" (hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``); our linen module
 (``lstm_jax.linen.RecurrentLayer``); Flax ``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch
 ``nn.LSTM`` + ``nn.Linear`` + ``clip_grad_norm_`` + SGD when torch is installed (``torch.set_num_threads`` = cores).
 
@@ -24,7 +24,7 @@ median and min-max over rounds; "x PyTorch" is the median over rounds of the per
 than PyTorch; for W3 the latency ratio PyTorch one-call / ours). "% peak" is model FLOP/s (3x the forward's
 matmul FLOPs; the one-hot input projection is a gather and counts 0) over the fp32 matmul rate this command
 measures (best of several 2048^3 XLA matmuls). The machine may be shared: read ratios, not absolute numbers;
-rows whose rounds spread by more than 25% are marked "(noisy)" and the target check then warns. PyTorch's
+rows whose rounds spread by more than 25% are marked "(noisy)" and listed in a warning. PyTorch's
 OpenMP threads slow down sharply when another process takes a core, so rerun on a quiet machine.
 """
 
@@ -41,20 +41,15 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import optax
-from absl import app, flags
 
 from lstm_jax import generate as generate_lib
 from lstm_jax import loss as loss_lib
 from lstm_jax import model as model_lib
+from lstm_jax import optimizer as optimizer_lib
 from lstm_jax import train as train_lib
-
-_QUICK = flags.DEFINE_bool("quick", False, "3 short rounds instead of 7 (about a minute of timing on 2 cores).")
-_WORKLOADS = flags.DEFINE_list("workloads", ["W1", "W2", "W3"], "Workloads to run: W1, W2, W3.")
-_ROUNDS = flags.DEFINE_integer("rounds", 0, "Interleaved timing rounds (0: 7, or 3 with --quick).")
-_MARKDOWN = flags.DEFINE_string("markdown", "", "Also write the Markdown table to this file.")
-_THREADS = flags.DEFINE_integer("threads", 0, "PyTorch threads (0: the cores this process may use).")
-_PROFILE = flags.DEFINE_bool("profile", False, "Also print HLO op counts per scan step of the W1 scratch steps.")
+from lstm_jax import train_state as train_state_lib
 
 VOCAB = 28
 LEARNING_RATE = 1.0
@@ -98,7 +93,7 @@ class Runner:
   rates: list[float] = dataclasses.field(default_factory=list)  # tokens/s per round
 
 
-def _block(result) -> None:
+def block(result) -> None:
   """Waits for JAX's asynchronous dispatch; PyTorch on CPU has already finished."""
   if isinstance(result, (jax.Array, tuple, list, dict)):
     jax.block_until_ready(result)
@@ -106,18 +101,19 @@ def _block(result) -> None:
 
 def _timed_call(runner: Runner) -> float:
   start = time.perf_counter()
-  _block(runner.call())
+  block(runner.call())
   return time.perf_counter() - start
 
 
-def _tokens(workload: Workload, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def random_tokens(workload: Workload, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   rng = np.random.default_rng(seed)
   return (rng.integers(0, VOCAB, (workload.batch, workload.steps)).astype(np.int32),
           rng.integers(0, VOCAB, (workload.batch, workload.steps)).astype(np.int32))
 
 
-def _optimizer() -> optax.GradientTransformation:
-  return optax.chain(optax.clip_by_global_norm(CLIP_NORM), optax.sgd(LEARNING_RATE))
+def sgd_optimizer() -> optax.GradientTransformation:
+  return optimizer_lib.make_optimizer(ml_collections.ConfigDict(
+      {"name": "sgd", "learning_rate": LEARNING_RATE, "clip_norm": CLIP_NORM}))
 
 
 # ---------------------------------------------------------------------------------------------------- train steps
@@ -127,10 +123,10 @@ def scratch_train_runner(workload: Workload, recurrence: str) -> Runner:
   """Our model and our own jitted ``lstm_jax.train.train_step`` (state donated, zero initial carry)."""
   model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
                                   init_scheme="pytorch", recurrence=recurrence)
-  optimizer = _optimizer()
-  state = [train_lib.create_train_state(model, optimizer, seed=0, batch_size=workload.batch)]
+  optimizer = sgd_optimizer()
+  state = [train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=workload.batch)]
   step = train_lib.compile_train_step(model, optimizer, carry_state=False)
-  inputs, targets = (jnp.asarray(a) for a in _tokens(workload))
+  inputs, targets = (jnp.asarray(a) for a in random_tokens(workload))
 
   def call():
     state[0], metrics = step(state[0], inputs, targets)
@@ -141,9 +137,9 @@ def scratch_train_runner(workload: Workload, recurrence: str) -> Runner:
 
 def _flax_train_runner(name: str, module, workload: Workload) -> Runner:
   """A Flax module ``tokens [B, T] -> logits [B, T, V]`` under the same jitted step as ours."""
-  inputs, targets = (jnp.asarray(a) for a in _tokens(workload))
+  inputs, targets = (jnp.asarray(a) for a in random_tokens(workload))
   params = module.init(jax.random.key(0), inputs)["params"]
-  optimizer = _optimizer()
+  optimizer = sgd_optimizer()
 
   def step(params, opt_state, inputs_BT, targets_BT):
     def loss_fn(params):
@@ -202,7 +198,7 @@ def linen_train_runner(workload: Workload) -> Runner | None:
   return _flax_train_runner("lstm_jax.linen RecurrentLayer", OurLinenLM(), workload)
 
 
-def _torch():
+def torch_module():
   try:
     import torch
   except ImportError:
@@ -211,7 +207,7 @@ def _torch():
 
 
 def torch_train_runner(workload: Workload) -> Runner | None:
-  torch = _torch()
+  torch = torch_module()
   if torch is None:
     return None
   torch.manual_seed(0)
@@ -219,7 +215,7 @@ def torch_train_runner(workload: Workload) -> Runner | None:
   head = torch.nn.Linear(workload.hidden, VOCAB)
   parameters = list(lstm.parameters()) + list(head.parameters())
   optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE)
-  inputs, targets = (torch.as_tensor(a.T.copy()).long() for a in _tokens(workload))  # time-major, as nn.LSTM
+  inputs, targets = (torch.as_tensor(a.T.copy()).long() for a in random_tokens(workload))  # time-major, as nn.LSTM
 
   def call():
     outputs_TBH, _ = lstm(torch.nn.functional.one_hot(inputs, VOCAB).float())
@@ -246,13 +242,13 @@ def scratch_generate_runner(workload: Workload, recurrence: str) -> Runner:
 
 
 def torch_generate_runners(workload: Workload) -> list[Runner]:
-  torch = _torch()
+  torch = torch_module()
   if torch is None:
     return []
   torch.manual_seed(0)
   lstm = torch.nn.LSTM(VOCAB, workload.hidden).eval()
   head = torch.nn.Linear(workload.hidden, VOCAB).eval()
-  inputs = torch.nn.functional.one_hot(torch.as_tensor(_tokens(workload)[0].T.copy()).long(), VOCAB).float()
+  inputs = torch.nn.functional.one_hot(torch.as_tensor(random_tokens(workload)[0].T.copy()).long(), VOCAB).float()
 
   def one_call():  # teacher-forced: all 1000 inputs known in advance (a lower bound for decoding)
     with torch.no_grad():
@@ -308,7 +304,7 @@ def measure(runners: list[Runner], rounds: int, seconds_per_call_batch: float) -
       result = None
       for _ in range(runner.iterations):
         result = runner.call()
-      _block(result)
+      block(result)
       runner.rates.append(runner.units_per_call * runner.iterations / (time.perf_counter() - start))
 
 
@@ -363,134 +359,10 @@ def is_noisy(row: Row) -> bool:
   return (row.high - row.low) / row.median > NOISY_SPREAD
 
 
-def target_lines(rows: list[Row]) -> list[str]:
-  """The issue's targets, checked against this run's ratios (with a warning when the run was noisy)."""
-  def find(workload, prefix):
-    return next((r for r in rows if r.workload == workload and r.implementation.startswith(prefix)), None)
-
-  checks = []
-  for workload in ("W1", "W2"):
-    ours = find(workload, "scratch, recurrence=fused_vjp")
-    if ours and not np.isnan(ours.ratio):
-      checks.append((f"{workload}: scratch fused_vjp >= 1.1x PyTorch", ours.ratio, 1.1))
-  ours, flax_fast = find("W1", "scratch, recurrence=fused_vjp"), find("W1", "flax OptimizedLSTMCell")
-  if ours and flax_fast:
-    checks.append(("W1: scratch fused_vjp >= 1.5x Flax OptimizedLSTMCell", ours.median / flax_fast.median, 1.5))
-  ours = find("W3", "scratch greedy, one compiled loop (fused_vjp)")
-  if ours and not np.isnan(ours.ratio):
-    checks.append(("W3: our per-token latency <= PyTorch one-call forward", ours.ratio, 1.0))
-  lines = [f"- {text}: {value:.2f} ({'met' if value >= bar else 'NOT met'})" for text, value, bar in checks]
+def noisy_lines(rows: list[Row]) -> list[str]:
+  """A warning naming the rows whose rounds spread too much for their ratios to be trusted (none: empty)."""
   noisy = sorted({f"{r.workload} {r.implementation}" for r in rows if is_noisy(r)})
-  if noisy:
-    lines.append(f"- WARNING: spread over rounds above {NOISY_SPREAD:.0%} (machine busy?) for: {'; '.join(noisy)}. "
-                 f"Ratios involving these rows are unreliable; rerun when the machine is quiet.")
-  return lines
-
-
-def forward_seconds(workload: Workload, rounds: int = 7, calls: int = 20) -> dict[str, float]:
-  """Seconds per forward pass (LSTM + head + loss, no gradient) of our scratch model, Flax's ``LSTMCell`` under
-  ``nn.RNN`` and PyTorch's, so that each train step's time splits into forward and backward."""
-  model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
-                                  init_scheme="pytorch")
-  params = model.init(jax.random.key(0))
-  inputs, targets = (jnp.asarray(a) for a in _tokens(workload))
-  loss = jax.jit(lambda p, x, y: jnp.mean(loss_lib.token_nll(model.apply(p, x)[0], y)))
-  flax_lm = flax_cell_module(workload, "LSTMCell")
-  flax_params = flax_lm.init(jax.random.key(0), inputs)
-  flax_loss = jax.jit(lambda p, x, y: jnp.mean(loss_lib.token_nll(flax_lm.apply(p, x), y)))
-  functions = {"scratch": lambda: loss(params, inputs, targets),
-               "flax LSTMCell (nn.RNN)": lambda: flax_loss(flax_params, inputs, targets)}
-  torch = _torch()
-  if torch is not None:
-    lstm = torch.nn.LSTM(VOCAB, workload.hidden, workload.num_layers)
-    head = torch.nn.Linear(workload.hidden, VOCAB)
-    x_t, y_t = (torch.as_tensor(a.T.copy()).long() for a in _tokens(workload))
-
-    def torch_forward():
-      with torch.no_grad():
-        outputs, _ = lstm(torch.nn.functional.one_hot(x_t, VOCAB).float())
-        return torch.nn.functional.cross_entropy(head(outputs).reshape(-1, VOCAB), y_t.reshape(-1))
-
-    functions["pytorch"] = torch_forward
-  times: dict[str, list[float]] = {name: [] for name in functions}
-  for function in functions.values():
-    _block(function())
-  for _ in range(rounds):
-    for name, function in functions.items():
-      start = time.perf_counter()
-      for _ in range(calls):
-        result = function()
-      _block(result)
-      times[name].append((time.perf_counter() - start) / calls)
-  return {name: statistics.median(values) for name, values in times.items()}
-
-
-def profile_w1(rows: list[Row], peak: float) -> str:
-  """Time per W1 time step against its matmul floor, and HLO instruction counts per scan-step body in the
-  compiled W1 train steps (forward and backward loops)."""
-  workload = WORKLOADS["W1"]
-  recurrent_flops = 3 * 2 * workload.batch * workload.hidden * 4 * workload.hidden  # h@W_h, dgates@W_h^T, dW_h
-  lines = [f"W1 matmul floor of the recurrence at {peak / 1e9:.0f} GFLOP/s: {1e6 * recurrent_flops / peak:.0f} us "
-           f"per time step (3 [{workload.batch}x{workload.hidden}]x[{workload.hidden}x{4 * workload.hidden}] "
-           f"matmuls); measured whole train step per time step:"]
-  for row in rows:
-    if row.workload == "W1":
-      lines.append(f"- {row.implementation}: {1e6 * workload.batch / row.median:.0f} us")
-  lines.append("Forward only (logits and loss, no gradient), per time step, median of 7 interleaved rounds:")
-  for name, seconds in forward_seconds(workload).items():
-    lines.append(f"- {name}: {1e6 * seconds / workload.steps:.0f} us")
-  lines.append("HLO ops per time step in the compiled W1 train step (while-loop bodies; parameters, tuples, "
-               "get-tuple-element and constants not counted):")
-  for recurrence in ("fused_vjp", "scan"):
-    model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, recurrence=recurrence)
-    optimizer = _optimizer()
-    state = train_lib.create_train_state(model, optimizer, 0, workload.batch)
-    inputs, targets = (jnp.asarray(a) for a in _tokens(workload))
-    step = jax.jit(functools.partial(train_lib.train_step, model=model, optimizer=optimizer, carry_state=False))
-    text = step.lower(state, inputs, targets).compile().as_text()
-    counts = []
-    for body in re.findall(r"body=%?([\w.\-]+)", text):
-      start = text.index(f"\n%{body} ")
-      computation = text[start:text.index("\n}", start)]
-      ops = [line for line in computation.split("\n")[2:]
-             if "=" in line and not re.search(r"= \S+ (parameter|get-tuple-element|tuple|constant)\(", line)]
-      kinds = sorted({m.group(1) for line in ops if (m := re.search(r"= \S+ ([\w\-]+)\(", line))})
-      counts.append(f"{len(ops)} ops ({', '.join(kinds)})")
-    lines.append(f"- recurrence={recurrence}: " + "; ".join(counts))
-  return "\n".join(lines)
-
-
-def main(argv):
-  del argv
-  unknown = sorted(set(_WORKLOADS.value) - set(WORKLOADS))
-  if unknown:
-    raise app.UsageError(f"Unknown workloads {unknown}; choose from {sorted(WORKLOADS)} (--workloads=W1,W3).")
-  threads = _THREADS.value or len(os.sched_getaffinity(0))
-  torch = _torch()
-  if torch is not None:
-    torch.set_num_threads(threads)
-  else:
-    print("torch is not installed: PyTorch rows skipped (pip install lstm_jax[torch]).")
-  rounds = _ROUNDS.value or (3 if _QUICK.value else 7)
-  seconds = 0.2 if _QUICK.value else 0.5
-  peak = matmul_peak_flops()
-  rows = []
-  for name in _WORKLOADS.value:
-    workload = WORKLOADS[name]
-    print(f"{name} ({workload.description}): compiling and timing {rounds} rounds ...", flush=True)
-    runners = build_runners(workload)
-    measure(runners, rounds, seconds)
-    rows += summarise(workload, runners, peak)
-  table = markdown_table(rows, peak)
-  targets = target_lines(rows)
-  report = table + ("\n\nTargets (ratios from this run):\n" + "\n".join(targets) if targets else "")
-  if _PROFILE.value:
-    report += "\n\n" + profile_w1(rows, peak)
-  print(report)
-  if _MARKDOWN.value:
-    with open(_MARKDOWN.value, "w") as f:
-      f.write(report + "\n")
-
-
-if __name__ == "__main__":
-  app.run(main)
+  if not noisy:
+    return []
+  return [f"- WARNING: spread over rounds above {NOISY_SPREAD:.0%} (machine busy?) for: {'; '.join(noisy)}. "
+          f"Ratios involving these rows are unreliable; rerun when the machine is quiet."]

@@ -1,4 +1,4 @@
-"""The hand-written LSTM backward (lstm_jax.cells.lstm_fast) against autodiff of the plain cell, and finite
+"""The hand-written LSTM backward (lstm_jax.cells.lstm_fused_vjp) against autodiff of the plain cell, and finite
 differences in float64; its selection in the language model, and a train step of every cell with a hand-written
 backward (model.FUSED_VJP) equal under either recurrence."""
 
@@ -12,7 +12,8 @@ from jax import test_util
 import numpy_reference
 from lstm_jax import model as model_lib
 from lstm_jax import train as train_lib
-from lstm_jax.cells import lstm, lstm_fast
+from lstm_jax.cells import lstm, lstm_fused_vjp
+from lstm_jax import train_state as train_state_lib
 
 T, B, IN, H = 6, 3, 5, 4
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -38,7 +39,7 @@ def _loss(layer_fn, params, xs, carry):
 
 def test_forward_matches_plain_cell_and_numpy_reference():
   params, xs, carry = _problem()
-  fast_carry, fast_hs = jax.jit(lstm_fast.layer)(params, xs, carry)
+  fast_carry, fast_hs = jax.jit(lstm_fused_vjp.layer)(params, xs, carry)
   plain_carry, plain_hs = lstm.layer(params, xs, carry)
   np.testing.assert_allclose(fast_hs, plain_hs, **TOL)
   np.testing.assert_allclose(fast_carry.h, plain_carry.h, **TOL)
@@ -53,7 +54,7 @@ def test_gradients_match_autodiff_of_plain_cell(unroll):
   params, xs, carry = _problem()
   grad = lambda layer_fn: jax.jit(jax.grad(
       lambda p, x, c: _loss(lambda *a: layer_fn(*a, unroll=unroll), p, x, c), argnums=(0, 1, 2)))
-  fast = grad(lstm_fast.layer)(params, xs, carry)
+  fast = grad(lstm_fused_vjp.layer)(params, xs, carry)
   plain = grad(lstm.layer)(params, xs, carry)
   for name in ("W_x", "W_h", "b"):
     np.testing.assert_allclose(fast[0][name], plain[0][name], **TOL, err_msg=name)
@@ -66,7 +67,7 @@ def test_gradients_match_autodiff_of_plain_cell(unroll):
 def test_custom_vjp_against_finite_differences_in_float64():
   with jax.enable_x64(True):
     params, xs, carry = _problem(np.float64)
-    test_util.check_grads(lambda p, x, c: _loss(lstm_fast.layer, p, x, c), (params, xs, carry), order=1,
+    test_util.check_grads(lambda p, x, c: _loss(lstm_fused_vjp.layer, p, x, c), (params, xs, carry), order=1,
                           modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
@@ -74,7 +75,7 @@ def test_single_step_sequence_and_vjp_of_hidden_states_only():
   params, xs, carry = _problem()
   xs = xs[:1]
   f = lambda layer_fn: jax.grad(lambda p: jnp.sum(layer_fn(p, xs, carry)[1] * 3.0))(params)
-  for name, value in f(lstm_fast.layer).items():
+  for name, value in f(lstm_fused_vjp.layer).items():
     np.testing.assert_allclose(value, f(lstm.layer)[name], **TOL, err_msg=name)
 
 
@@ -82,7 +83,7 @@ def _train_once(cell, recurrence):
   model = model_lib.LanguageModel(vocab_size=7, hidden_size=H, num_layers=2, cell=cell, init_scheme="pytorch",
                                   recurrence=recurrence)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.5))
-  state = train_lib.create_train_state(model, optimizer, seed=0, batch_size=B)
+  state = train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=B)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 7, (B, T + 1)), jnp.int32)
   step = train_lib.compile_train_step(model, optimizer, carry_state=True)
   state, metrics = step(state, tokens[:, :-1], tokens[:, 1:])
@@ -102,7 +103,7 @@ def test_language_model_train_step_same_with_either_recurrence(cell):
 
 
 def test_recurrence_selection():
-  assert model_lib.LanguageModel(vocab_size=5).recurrence_fn is lstm_fast.recurrence  # "auto" for the LSTM
+  assert model_lib.LanguageModel(vocab_size=5).recurrence_fn is lstm_fused_vjp.recurrence  # "auto" for the LSTM
   assert model_lib.LanguageModel(vocab_size=5, recurrence="scan").recurrence_fn is lstm.recurrence
   with pytest.raises(ValueError, match="recurrence"):
     _ = model_lib.LanguageModel(vocab_size=5, recurrence="cudnn").recurrence_fn

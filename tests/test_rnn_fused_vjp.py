@@ -1,6 +1,6 @@
-"""The hand-written RNN backward (lstm_jax.cells.rnn_fast) against autodiff of the plain cell, a NumPy
+"""The hand-written RNN backward (lstm_jax.cells.rnn_fused_vjp) against autodiff of the plain cell, a NumPy
 reference and finite differences in float64; its selection in the language model (a whole train step under
-either recurrence: tests/test_lstm_fast.py)."""
+either recurrence: tests/test_lstm_fused_vjp.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import pytest
 from jax import test_util
 
 from lstm_jax import model as model_lib
-from lstm_jax.cells import rnn, rnn_fast
+from lstm_jax.cells import rnn, rnn_fused_vjp
 
 T, B, IN, H = 6, 3, 5, 4
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -36,7 +36,7 @@ def _plain_layer(params, xs, h0, unroll=1):
 
 def test_forward_matches_plain_cell_and_a_numpy_loop():
   params, xs, h0 = _problem()
-  final, hs = jax.jit(rnn_fast.layer)(params, xs, h0)
+  final, hs = jax.jit(rnn_fused_vjp.layer)(params, xs, h0)
   plain_final, plain_hs = _plain_layer(params, xs, h0)
   np.testing.assert_allclose(hs, plain_hs, **TOL)
   np.testing.assert_allclose(final, plain_final, **TOL)
@@ -52,7 +52,7 @@ def test_gradients_match_autodiff_of_plain_cell(unroll):
   params, xs, h0 = _problem()
   grad = lambda layer_fn: jax.jit(jax.grad(
       lambda p, x, c: _loss(lambda *a: layer_fn(*a, unroll=unroll), p, x, c), argnums=(0, 1, 2)))
-  fast = grad(rnn_fast.layer)(params, xs, h0)
+  fast = grad(rnn_fused_vjp.layer)(params, xs, h0)
   plain = grad(_plain_layer)(params, xs, h0)
   for name in ("W_x", "W_h", "b"):
     np.testing.assert_allclose(fast[0][name], plain[0][name], **TOL, err_msg=name)
@@ -64,12 +64,12 @@ def test_gradients_match_autodiff_of_plain_cell(unroll):
 def test_custom_vjp_against_finite_differences_in_float64():
   with jax.enable_x64(True):
     params, xs, h0 = _problem(np.float64)
-    test_util.check_grads(lambda p, x, c: _loss(rnn_fast.layer, p, x, c), (params, xs, h0), order=1,
+    test_util.check_grads(lambda p, x, c: _loss(rnn_fused_vjp.layer, p, x, c), (params, xs, h0), order=1,
                           modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
 def test_auto_selects_the_fused_backward_where_one_exists():
-  assert model_lib.LanguageModel(vocab_size=5, cell="rnn").recurrence_fn is rnn_fast.recurrence
+  assert model_lib.LanguageModel(vocab_size=5, cell="rnn").recurrence_fn is rnn_fused_vjp.recurrence
   assert model_lib.LanguageModel(vocab_size=5, cell="rnn", recurrence="scan").recurrence_fn is rnn.recurrence
   assert model_lib.LanguageModel(vocab_size=5, cell="gru").recurrence_fn is model_lib.cells.get_family("gru").recurrence
   with pytest.raises(ValueError, match="exists only for cells"):

@@ -16,7 +16,7 @@ computed the way cuDNN and oneDNN do it:
 
 Autodiff of the plain scan instead saves more arrays per step, runs more small kernels per step and
 accumulates ``dW_h`` inside the reverse loop with one small matmul per step. On a 2-core CPU the full train
-step is ~1.3x faster at both benchmark sizes (``python -m lstm_jax.benchmark``). Without differentiation the
+step is ~1.3x faster at both benchmark sizes (``python -m lstm_jax.commands.benchmark``). Without differentiation the
 forward is a plain scan with the single-``tanh`` gates. Reverse mode only: for ``jax.jvp``/``jacfwd`` use
 ``recurrence="scan"``.
 """
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from lstm_jax.cells.lstm import (GATE_ORDER, NUM_GATES, LSTMCarry, init_params, project_inputs,  # noqa: F401
                                  step, zero_carry)
+from lstm_jax.cells.matmul import dot, dot_as
 
 
 def _activation_constants(hidden: int, dtype) -> tuple[jax.Array, jax.Array]:
@@ -44,7 +45,7 @@ def _activation_constants(hidden: int, dtype) -> tuple[jax.Array, jax.Array]:
 
 def _forward_step(W_h, scale_G, shift_G, carry: LSTMCarry, xproj_BG: jax.Array):
   """One step returning ``(carry, (h, activated gates [B, 4H], c))``."""
-  act_BG = jnp.tanh((xproj_BG + carry.h @ W_h) * scale_G) * scale_G + shift_G
+  act_BG = jnp.tanh((xproj_BG + dot(carry.h, W_h)) * scale_G) * scale_G + shift_G
   i, f, g, o = jnp.split(act_BG, NUM_GATES, axis=-1)
   c = f * carry.c + i * g
   h = o * jnp.tanh(c)
@@ -70,12 +71,12 @@ def _backward_step(W_h_T, grad_carry: LSTMCarry, inputs):
   dh = grad_carry.h + dhs_BH
   dc = grad_carry.c + dh * dc_factor_BH
   dgates_BG = gate_factor_BG * jnp.concatenate([dc, dc, dc, dh], axis=-1)
-  return LSTMCarry(h=dgates_BG @ W_h_T, c=dc * f_BH), dgates_BG
+  return LSTMCarry(h=dot(dgates_BG, W_h_T), c=dc * f_BH), dgates_BG
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _fused(W_h, xproj_TBG, carry, unroll):
-  scale_G, shift_G = _activation_constants(W_h.shape[0], W_h.dtype)
+  scale_G, shift_G = _activation_constants(W_h.shape[0], xproj_TBG.dtype)
 
   def body(carry, xproj_BG):
     carry, (h, _, _) = _forward_step(W_h, scale_G, shift_G, carry, xproj_BG)
@@ -88,7 +89,7 @@ def _fused_fwd(W_h, xproj_TBG, carry, unroll):
   """Overwrites row t of the projected inputs with step t's gate factors, in place (no fresh ``[T, B, 4H]``
   buffer to allocate, zero and copy), and stacks ``h``, ``dc_factor`` and ``f``."""
   hidden = W_h.shape[0]
-  scale_G, shift_G = _activation_constants(hidden, W_h.dtype)
+  scale_G, shift_G = _activation_constants(hidden, xproj_TBG.dtype)
 
   def body(state, t):
     carry, buffer_TBG = state
@@ -122,7 +123,7 @@ def _fused_bwd(unroll, saved, cotangents):
                                            (steps, dhs_TBH, dc_factor_TBH, f_TBH), reverse=True, unroll=unroll)
   h_prev_TBH = jnp.concatenate([h0_BH[None], hs_TBH[:-1]], axis=0)
   hidden = W_h.shape[0]
-  dW_h = h_prev_TBH.reshape(-1, hidden).T @ dgates_TBG.reshape(-1, dgates_TBG.shape[-1])
+  dW_h = dot_as(h_prev_TBH.reshape(-1, hidden).T, dgates_TBG.reshape(-1, dgates_TBG.shape[-1]), W_h.dtype)
   return dW_h, dgates_TBG, d_carry0
 
 

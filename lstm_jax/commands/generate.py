@@ -1,4 +1,4 @@
-"""Generate from a checkpoint: ``python -m lstm_jax.generate_main --workdir runs/x --prefix "time traveller"
+"""Generate from a checkpoint: ``python -m lstm_jax.commands.generate --workdir runs/x --prefix "time traveller"
 --num_tokens 50 [--method greedy|sample --temperature 0.8 --top_k 5 --seed 0] [--step N|best]``.
 
 Runs on whatever device this host has, whichever device setup wrote the checkpoint.

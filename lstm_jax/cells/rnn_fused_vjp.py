@@ -1,7 +1,7 @@
 """The tanh RNN with a hand-written backward pass over the whole sequence (``jax.custom_vjp``).
 
 Same parameters, carry and results as ``lstm_jax.cells.rnn`` (whose ``init_params``, ``zero_carry``,
-``project_inputs`` and ``step`` it re-exports); only ``recurrence`` differs, as ``lstm_fast`` does for the LSTM:
+``project_inputs`` and ``step`` it re-exports); only ``recurrence`` differs, as ``lstm_fused_vjp`` does for the LSTM:
 
 - forward: the plain ``lax.scan`` of ``h_t = tanh(xproj_t + h_{t-1} W_h)``; the hidden states it returns are all
   the backward needs (``tanh' = 1 - h^2``);
@@ -22,12 +22,13 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax.cells.rnn import NUM_GATES, init_params, project_inputs, step, zero_carry  # noqa: F401
+from lstm_jax.cells.matmul import dot, dot_as
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _fused(W_h, xproj_TBH, h0_BH, unroll):
   def body(h_BH, xproj_BH):
-    h_BH = jnp.tanh(xproj_BH + h_BH @ W_h)
+    h_BH = jnp.tanh(xproj_BH + dot(h_BH, W_h))
     return h_BH, h_BH
 
   return jax.lax.scan(body, h0_BH, xproj_TBH, unroll=unroll)
@@ -46,12 +47,12 @@ def _fused_bwd(unroll, saved, cotangents):
   def body(dh_BH, inputs):
     h_BH, dhs_BH = inputs
     dz_BH = (dh_BH + dhs_BH) * (1.0 - h_BH * h_BH)
-    return dz_BH @ W_h_T, dz_BH
+    return dot(dz_BH, W_h_T), dz_BH
 
   dh0_BH, dz_TBH = jax.lax.scan(body, d_final_BH, (hs_TBH, dhs_TBH), reverse=True, unroll=unroll)
   hidden = W_h.shape[0]
   h_prev_TBH = jnp.concatenate([h0_BH[None], hs_TBH[:-1]], axis=0)
-  dW_h = h_prev_TBH.reshape(-1, hidden).T @ dz_TBH.reshape(-1, hidden)
+  dW_h = dot_as(h_prev_TBH.reshape(-1, hidden).T, dz_TBH.reshape(-1, hidden), W_h.dtype)
   return dW_h, dz_TBH, dh0_BH
 
 

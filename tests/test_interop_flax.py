@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import numpy_reference
-from lstm_jax import convert
+from lstm_jax.interop import flax as flax_interop
 from lstm_jax import linen
 from lstm_jax.cells import lstm
 
@@ -44,20 +44,20 @@ def _loss(carry, outputs):
 def test_converted_tree_has_the_real_flax_structure(cell_name):
   flax_params = _flax_params(FLAX_CELLS[cell_name])
   ours = numpy_reference.random_lstm_params(1, IN, H)
-  assert jax.tree.map(jnp.shape, convert.to_flax_lstm(ours)) == jax.tree.map(jnp.shape, dict(flax_params))
+  assert jax.tree.map(jnp.shape, flax_interop.to_flax_lstm(ours)) == jax.tree.map(jnp.shape, dict(flax_params))
 
 
 @pytest.mark.parametrize("cell_name", sorted(FLAX_CELLS))
 def test_round_trips_are_the_identity(cell_name):
   flax_params = _flax_params(FLAX_CELLS[cell_name])
-  _assert_trees_equal(convert.to_flax_lstm(convert.from_flax_lstm(flax_params)), dict(flax_params))
+  _assert_trees_equal(flax_interop.to_flax_lstm(flax_interop.from_flax_lstm(flax_params)), dict(flax_params))
   ours = numpy_reference.random_lstm_params(1, IN, H)
-  _assert_trees_equal(convert.from_flax_lstm(convert.to_flax_lstm(ours)), ours)
+  _assert_trees_equal(flax_interop.from_flax_lstm(flax_interop.to_flax_lstm(ours)), ours)
 
 
 def test_gate_blocks_land_on_the_named_flax_gates():
   ours = numpy_reference.random_lstm_params(1, IN, H)
-  flax_params = convert.to_flax_lstm(ours)
+  flax_params = flax_interop.to_flax_lstm(ours)
   for k, gate in enumerate("ifgo"):
     cols = slice(k * H, (k + 1) * H)
     np.testing.assert_array_equal(flax_params["i" + gate]["kernel"], ours["W_x"][:, cols])
@@ -67,11 +67,11 @@ def test_gate_blocks_land_on_the_named_flax_gates():
 
 def test_carry_converters_swap_h_and_c_and_round_trip():
   carry = lstm.LSTMCarry(h=jnp.asarray(_inputs(2, (B, H))), c=jnp.asarray(_inputs(3, (B, H))))
-  c, h = convert.carry_to_flax(carry)
+  c, h = flax_interop.carry_to_flax(carry)
   np.testing.assert_array_equal(c, carry.c)
   np.testing.assert_array_equal(h, carry.h)
-  _assert_trees_equal(convert.carry_from_flax(convert.carry_to_flax(carry)), carry)
-  assert isinstance(convert.carry_from_flax((c, h)), lstm.LSTMCarry)
+  _assert_trees_equal(flax_interop.carry_from_flax(flax_interop.carry_to_flax(carry)), carry)
+  assert isinstance(flax_interop.carry_from_flax((c, h)), lstm.LSTMCarry)
 
 
 @pytest.mark.parametrize("cell_name", sorted(FLAX_CELLS))
@@ -81,9 +81,9 @@ def test_flax_cells_equal_scratch_linen_and_numpy_given_the_same_weights(cell_na
   flax_rnn = nn.RNN(FLAX_CELLS[cell_name](H), return_carry=True)
 
   def run_flax(p, x):
-    flax_carry, outputs = flax_rnn.apply({"params": {"cell": convert.to_flax_lstm(p)}}, x,
-                                         initial_carry=convert.carry_to_flax(carry0))
-    return convert.carry_from_flax(flax_carry), outputs
+    flax_carry, outputs = flax_rnn.apply({"params": {"cell": flax_interop.to_flax_lstm(p)}}, x,
+                                         initial_carry=flax_interop.carry_to_flax(carry0))
+    return flax_interop.carry_from_flax(flax_carry), outputs
 
   def run_scratch(p, x):
     carry, hs_TBH = lstm.layer(p, jnp.swapaxes(x, 0, 1), carry0)
@@ -116,25 +116,25 @@ def test_flax_gradients_convert_to_ours(cell_name):
 
   def flax_loss(fp):
     flax_carry, outputs = flax_rnn.apply({"params": {"cell": fp}}, xs)
-    return _loss(convert.carry_from_flax(flax_carry), outputs)
+    return _loss(flax_interop.carry_from_flax(flax_carry), outputs)
 
   def our_loss(p):
     carry, hs_TBH = lstm.layer(p, jnp.swapaxes(xs, 0, 1))
     return _loss(carry, jnp.swapaxes(hs_TBH, 0, 1))
 
-  ours = convert.from_flax_lstm(flax_params)
+  ours = flax_interop.from_flax_lstm(flax_params)
   np.testing.assert_allclose(flax_loss(flax_params), our_loss(ours), **TOL)
-  _assert_trees_close(convert.from_flax_lstm(jax.grad(flax_loss)(flax_params)), jax.grad(our_loss)(ours))
+  _assert_trees_close(flax_interop.from_flax_lstm(jax.grad(flax_loss)(flax_params)), jax.grad(our_loss)(ours))
 
 
 def test_wrong_trees_are_clear_errors():
   ours = numpy_reference.random_lstm_params(1, IN, H)
   with pytest.raises(ValueError, match="W_x"):
-    convert.to_flax_lstm({"kernel": ours["W_x"]})
+    flax_interop.to_flax_lstm({"kernel": ours["W_x"]})
   with pytest.raises(ValueError, match="4H"):
-    convert.to_flax_lstm({**ours, "b": ours["b"][:-1]})
+    flax_interop.to_flax_lstm({**ours, "b": ours["b"][:-1]})
   flax_params = _flax_params(nn.LSTMCell)
   with pytest.raises(ValueError, match=r"variables\['params'\]\['cell'\]"):
-    convert.from_flax_lstm({"params": {"cell": flax_params}})
+    flax_interop.from_flax_lstm({"params": {"cell": flax_params}})
   with pytest.raises(ValueError, match="hi"):
-    convert.from_flax_lstm({"ii": flax_params["ii"]})
+    flax_interop.from_flax_lstm({"ii": flax_params["ii"]})

@@ -1,0 +1,1 @@
+"""Benchmarks: our recurrences against the library cells, side by side in one run."""

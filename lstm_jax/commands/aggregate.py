@@ -1,0 +1,21 @@
+"""A sweep's table and plot: ``python -m lstm_jax.commands.aggregate --sweep_dir runs/sweeps/hidden`` (writes
+RESULTS.md and plot.png there; ``lstm_jax.aggregate``)."""
+
+import pathlib
+
+from absl import app, flags
+
+from lstm_jax import aggregate
+
+_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory holding one workdir per run.", required=True)
+
+
+def main(argv):
+  del argv
+  print(aggregate.aggregate(_SWEEP_DIR.value))
+  directory = pathlib.Path(_SWEEP_DIR.value)
+  print(f"Wrote {directory / 'RESULTS.md'} and {directory / 'plot.png'}")
+
+
+if __name__ == "__main__":
+  app.run(main)

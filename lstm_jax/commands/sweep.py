@@ -1,0 +1,28 @@
+"""Launch an experiment's sweep: ``python -m lstm_jax.commands.sweep --config experiments/lstm.py:corpus=jaychou
+--sweep hidden --root runs/sweeps [--dry_run | --mode local|gpus|slurm|tpu|population]`` (``lstm_jax.sweep``)."""
+
+from absl import app, flags
+
+from lstm_jax import sweep
+
+_CONFIG = flags.DEFINE_string("config", None, "Experiment file with its variant, e.g. experiments/lstm.py:cell=gru.",
+                              required=True)
+_SWEEP = flags.DEFINE_string("sweep", None, "Name of the sweep in the experiment file.", required=True)
+_ROOT = flags.DEFINE_string("root", "runs/sweeps", "Directory under which each run gets its workdir.")
+_MODE = flags.DEFINE_enum("mode", "local", list(sweep.MODES),
+                          "How to launch the runs; population: the pending runs as one vmapped program "
+                          "(they may differ only in lstm_jax.population.POPULATION_KEYS).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
+_EXTRA = flags.DEFINE_multi_string("set", [], "Extra overrides for every run, e.g. --set train.num_epochs=10.")
+_TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu.")
+_TPU_ZONE = flags.DEFINE_string("tpu_zone", "us-central2-b", "TPU VM zone for --mode=tpu.")
+
+
+def main(argv):
+  del argv
+  sweep.launch(_CONFIG.value, _SWEEP.value, _ROOT.value, _MODE.value, tuple(_EXTRA.value), _DRY_RUN.value,
+               _TPU_NAME.value, _TPU_ZONE.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Converters between our parameter trees and other libraries' layouts (Flax, PyTorch, cuDNN)."""

@@ -1,0 +1,1 @@
+"""Accelerator kernels of the recurrences (Pallas) and the cuDNN library path."""

@@ -1,0 +1,60 @@
+"""The one optimizer builder: global-norm clipping followed by a named optax optimizer.
+
+``make_optimizer(config.optimizer)`` serves a single run and the benchmarks; ``member_optimizer`` builds the same
+chain with its learning rate and clipping threshold held as arrays in the optimizer state
+(``optax.inject_hyperparams``), so that population members (``lstm_jax.population``) share one compiled step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+import optax
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
+
+
+def base_optimizer(name: str, learning_rate, weight_decay: float = 0.0) -> optax.GradientTransformation:
+  """The named optax optimizer at ``learning_rate`` (a float, an array or an optax schedule)."""
+  if name == "sgd":
+    return optax.sgd(learning_rate)
+  if name == "momentum":
+    return optax.sgd(learning_rate, momentum=0.9)
+  if name == "adamw":
+    return optax.adamw(learning_rate, weight_decay=weight_decay)
+  if name in ("adam", "rmsprop", "adagrad"):
+    return getattr(optax, name)(learning_rate)
+  raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS} (--config.optimizer.name=NAME).")
+
+
+def make_optimizer(opt_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Global-norm clipping (when ``clip_norm > 0``) followed by the named optimizer."""
+  base = base_optimizer(opt_config.name, opt_config.learning_rate, opt_config.get("weight_decay", 0.0))
+  if opt_config.clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(opt_config.clip_norm), base)
+  return base
+
+
+def member_optimizer(opt_config: ml_collections.ConfigDict):
+  """``factory(learning_rate, clip_norm) -> optax transform`` whose two hyperparameters live in the optimizer state
+  as arrays. ``clip_norm=inf`` means no clipping (``select(norm < inf, g, ...)`` returns ``g``)."""
+  name, weight_decay = opt_config.name, opt_config.get("weight_decay", 0.0)
+  base_optimizer(name, 0.0, weight_decay)  # an unknown name fails here, before anything is traced
+
+  def factory(learning_rate, clip_norm):
+    return optax.chain(optax.clip_by_global_norm(clip_norm), base_optimizer(name, learning_rate, weight_decay))
+
+  return optax.inject_hyperparams(factory)
+
+
+def member_clip_norm(clip_norm: float) -> float:
+  """A config's ``clip_norm`` as a member's array value (``<= 0``, no clipping, becomes ``inf``)."""
+  return clip_norm if clip_norm > 0 else math.inf
+
+
+def single_run_opt_state(member_opt_state, clip_norm: float):
+  """The optimizer state ``make_optimizer`` would hold for a member's: the inner chain, without the clip stage if
+  clipping is off."""
+  inner = member_opt_state.inner_state
+  return inner if clip_norm > 0 else inner[1]

@@ -1,0 +1,102 @@
+"""The package's layout rules, read from its source with ``ast``: no import cycle between lstm_jax modules, absl
+flags defined only in the entry points, the cell registry consistent with the cells' parameters, and the files a
+newcomer is pointed at actually exist."""
+
+import ast
+import pathlib
+
+import jax
+import pytest
+
+from lstm_jax import cells
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "lstm_jax"
+ENTRY_POINTS = {"lstm_jax.main"} | {f"lstm_jax.commands.{p.stem}" for p in (PACKAGE / "commands").glob("*.py")}
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, ast.Module]:
+  return {_module_name(p): ast.parse(p.read_text()) for p in PACKAGE.rglob("*.py")}
+
+
+def import_graph(modules: dict[str, ast.Module]) -> dict[str, set[str]]:
+  """Module -> the lstm_jax modules it imports (at any depth of its code, lazy imports included)."""
+  graph = {}
+  for name, tree in modules.items():
+    targets = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        targets |= {alias.name for alias in node.names}
+      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        targets.add(node.module)
+        targets |= {f"{node.module}.{alias.name}" for alias in node.names}
+    graph[name] = {t for t in targets if t in modules and t != name}
+  return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  """One import cycle as a list of modules (first == last), or None."""
+  state: dict[str, int] = {}
+  stack: list[str] = []
+
+  def visit(node):
+    state[node] = 1
+    stack.append(node)
+    for target in sorted(graph[node]):
+      if state.get(target) == 1:
+        return stack[stack.index(target):] + [target]
+      if target not in state and (cycle := visit(target)):
+        return cycle
+    stack.pop()
+    state[node] = 2
+    return None
+
+  for node in sorted(graph):
+    if node not in state and (cycle := visit(node)):
+      return cycle
+  return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+  assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+  assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_in_the_package():
+  graph = import_graph(_modules())
+  # A package's __init__ importing its own submodules is not a cycle of the code's floors.
+  graph = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}
+  assert find_cycle(graph) is None
+
+
+def test_the_math_floor_never_imports_io_or_the_loop():
+  graph = import_graph(_modules())
+  loop = {"lstm_jax.train", "lstm_jax.checkpoint", "lstm_jax.workdir", "lstm_jax.metrics", "lstm_jax.population"}
+  for name, targets in graph.items():
+    if name.startswith(("lstm_jax.cells", "lstm_jax.kernels")) or name in ("lstm_jax.model", "lstm_jax.loss"):
+      assert not targets & loop, (name, targets & loop)
+  assert "lstm_jax.train" not in graph["lstm_jax.checkpoint"]
+
+
+def test_flags_are_defined_only_in_entry_points():
+  for name, tree in _modules().items():
+    defines = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+               and node.func.attr.startswith("DEFINE")]
+    assert not defines or name in ENTRY_POINTS, name
+
+
+def test_entry_points_are_thin():
+  for name in ENTRY_POINTS:
+    path = PACKAGE.parent / (name.replace(".", "/") + ".py")
+    assert len(path.read_text().splitlines()) <= 80, name
+
+
+@pytest.mark.parametrize("name", sorted(cells.FAMILIES))
+def test_registry_gate_counts_match_the_cells_parameters(name):
+  params = cells.get_family(name).init_params(jax.random.key(0), 3, 5)
+  assert params["W_h"].shape == (5, cells.get(name).num_gates * 5)
+  assert params["W_x"].shape == (3, cells.get(name).num_gates * 5)
