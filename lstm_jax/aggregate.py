@@ -8,6 +8,7 @@ import json
 import pathlib
 from typing import Any
 
+from lstm_jax import plots
 from lstm_jax import workdir as workdir_lib
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -33,6 +34,7 @@ def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[s
     raise ValueError(f"No finished runs under {sweep_dir}; run the sweep first.")
   config_keys = [k for k in rows[0] if not k.startswith("final.") and k not in ("run", "data.data_dir")]
   varying = [k for k in config_keys if len({str(r.get(k)) for r in rows}) > 1]
+  rows.sort(key=lambda r: tuple(_number_first(r.get(k)) for k in varying))
   return rows, varying
 
 
@@ -48,26 +50,40 @@ def markdown_table(rows: list[dict[str, Any]], varying: list[str]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _number_first(value: Any) -> tuple:
+  """Sort key: numbers (and numeric strings) by value, before other values by text."""
+  try:
+    return (0, float(value), "")
+  except (TypeError, ValueError):
+    return (1, 0.0, str(value))
+
+
+def swept_key(varying: list[str]) -> str:
+  return next((k for k in varying if k != "model.cell"), "model.cell")
+
+
 def plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Path) -> None:
-  import matplotlib  # noqa: PLC0415
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-  swept = next((k for k in varying if k != "model.cell"), "model.cell")
+  """Final perplexity against the swept value, one line per cell type; log y (perplexities), numeric x in
+  numeric order (log x when the values span a decade)."""
+  swept = swept_key(varying)
   metric = "final.val_perplexity" if all(isinstance(r.get("final.val_perplexity"), float) for r in rows) \
       else "final.train_perplexity"
-  figure, axis = plt.subplots(figsize=(5, 3.5), dpi=100)
+  figure, axis = plots.figure(6.4, 4.4)
+  numeric = all(_number_first(r[swept])[0] == 0 for r in rows)
   for cell in sorted({r["model.cell"] for r in rows}):
-    points = sorted((r[swept], r[metric]) for r in rows if r["model.cell"] == cell)
-    axis.plot([str(x) for x, _ in points] if swept == "model.cell" else [x for x, _ in points],
-              [y for _, y in points], marker="o", label=cell)
-  if swept != "model.cell" and all(isinstance(r[swept], (int, float)) for r in rows):
+    points = sorted(((r[swept], r[metric]) for r in rows if r["model.cell"] == cell),
+                    key=lambda point: _number_first(point[0]))
+    xs = [float(x) for x, _ in points] if numeric else [str(x) for x, _ in points]
+    axis.plot(xs, [y for _, y in points], marker="o", label=cell)
+  if numeric and plots.spans_a_decade([float(r[swept]) for r in rows]):
     axis.set_xscale("log")
+    axis.xaxis.set_major_formatter(plots.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+  plots.plain_log_y(axis)
   axis.set_xlabel(swept)
   axis.set_ylabel(metric.removeprefix("final.").replace("_", " "))
+  axis.grid(True, which="both", alpha=0.3)
   axis.legend(title="cell")
-  figure.tight_layout()
-  figure.savefig(path)
-  plt.close(figure)
+  plots.save(figure, path)
 
 
 def aggregate(sweep_dir) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from lstm_jax import config as config_lib
@@ -41,9 +42,16 @@ class Checkpointer:
         preservation_policy.BestN(get_metric_fn=lambda metrics: -metrics["perplexity"], n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
-    self.manager = ocp.CheckpointManager(
-        workdir_lib.checkpoint_dir(workdir), item_names=("state", "meta"),
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, read_only=read_only, create=not read_only))
+    verbosity = logging.get_verbosity()
+    if read_only:  # orbax warns that a read-only manager saves nothing: expected here, not news for the user
+      logging.set_verbosity(logging.ERROR)
+    try:
+      self.manager = ocp.CheckpointManager(
+          workdir_lib.checkpoint_dir(workdir), item_names=("state", "meta"),
+          options=ocp.CheckpointManagerOptions(preservation_policy=policy, read_only=read_only,
+                                               create=not read_only))
+    finally:
+      logging.set_verbosity(verbosity)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -55,11 +63,13 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state: Any, config: ml_collections.ConfigDict, vocab: Vocab,
-           perplexity: float | None = None) -> None:
-    """Starts an asynchronous save of ``state`` (any pytree of arrays) at ``step``; raises an earlier save's error."""
+           perplexity: float | None = None, fingerprint: str = "") -> None:
+    """Starts an asynchronous save of ``state`` (any pytree of arrays) at ``step``; raises an earlier save's error.
+    ``fingerprint``: the corpus's (``corpora.fingerprint``), checked when the run resumes."""
     self.manager.check_for_errors()
     host_state = jax.device_get(state)
-    meta = {"config": config.to_dict(), "vocab": vocab.to_json(), "step": int(step)}
+    meta = {"config": config.to_dict(), "vocab": vocab.to_json(), "step": int(step),
+            "corpus_fingerprint": fingerprint}
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
                                                     meta=ocp.args.JsonSave(meta)),
                       metrics=None if perplexity is None else {"perplexity": float(perplexity)}, force=True)
@@ -104,6 +114,16 @@ def check_compatible(saved_config: dict[str, Any], config: ml_collections.Config
         f"checkpoints are kept aside).")
 
 
+def check_fingerprint(meta: dict[str, Any], fingerprint: str, where: str) -> None:
+  """Refuses to resume on another corpus than the checkpoint's (a checkpoint without a fingerprint passes)."""
+  saved = meta.get("corpus_fingerprint")
+  if saved and fingerprint and saved != fingerprint:
+    raise CheckpointError(
+        f"The checkpoint in {where} was trained on another corpus (fingerprint {saved[:12]}, now {fingerprint[:12]}: "
+        f"the text, its edition or the vocabulary changed). Restore the original text to resume, or start fresh "
+        f"with --config.train.resume=False (the old run is set aside, never deleted).")
+
+
 def load_params(workdir: workdir_lib.PathLike, step: int | str | None = None):
   """Loads ``(model, params, vocab, config)`` from a workdir's checkpoint for evaluation or generation.
 
@@ -116,8 +136,8 @@ def load_params(workdir: workdir_lib.PathLike, step: int | str | None = None):
   checkpointer = Checkpointer(workdir, read_only=True)
   chosen = checkpointer.best_step() if step == "best" else checkpointer.latest_step() if step is None else int(step)
   if chosen is None or chosen not in checkpointer.all_steps():
-    raise CheckpointError(f"Checkpoint step {step!r} not found in {workdir_lib.checkpoint_dir(workdir)}; available steps: "
-                          f"{checkpointer.all_steps()}.")
+    raise CheckpointError(f"Checkpoint step {step!r} not found in {workdir_lib.checkpoint_dir(workdir)}; available "
+                          f"steps: {checkpointer.all_steps()}.")
   meta = checkpointer.read_meta(chosen)
   config = ml_collections.ConfigDict(meta["config"])
   vocab = Vocab.from_json(meta["vocab"])
@@ -128,3 +148,15 @@ def load_params(workdir: workdir_lib.PathLike, step: int | str | None = None):
   restored = checkpointer.restore_state(chosen, train_state_lib.abstract_saved_state(state))
   checkpointer.close()
   return model, restored["train"]["params"], vocab, config
+
+
+def saved_fingerprint(workdir: workdir_lib.PathLike, step: int | None = None) -> str:
+  """The corpus fingerprint stored with a checkpoint ("" when it has none or there is no checkpoint)."""
+  if not workdir_lib.checkpoint_dir(workdir).is_dir():
+    return ""
+  checkpointer = Checkpointer(workdir, read_only=True)
+  try:
+    chosen = checkpointer.latest_step() if step is None else step
+    return "" if chosen is None else checkpointer.read_meta(chosen).get("corpus_fingerprint", "")
+  finally:
+    checkpointer.close()

@@ -6,6 +6,7 @@ The config is locked: an override or an assignment to a key that does not exist 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import pathlib
 from typing import Sequence
@@ -61,13 +62,17 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 160             # passes over the training tokens
-  c.train.log_every_epochs = 1         # progress line (step, loss, perplexity, tokens/s) every N epochs
+  c.train.log_every_epochs = 1         # progress line (epoch k/N, step, loss, perplexity, tokens/s, ETA) every N epochs
+  c.train.progress_every_sec = 10.0    # inside an epoch longer than this, a progress line every N seconds (0: off)
+  c.train.plot_every_sec = 30.0        # redraw <workdir>/perplexity.png at logging epochs at most this often (and last)
+  c.train.quiet = False                # no progress lines or samples on stdout (scripted use); files as ever
   c.train.log_batch_perplexity = False # also log d2l 1.x's train measure: mean of per-batch perplexities, last half
   c.train.eval_every_epochs = 0        # validation perplexity every N epochs (0: only at the end)
   c.train.generate_every_epochs = 40   # greedy samples for the prefixes every N epochs (0: only at the end)
   c.train.checkpoint_every_epochs = 20 # checkpoint at the end of every N epochs (and always at the last)
   c.train.checkpoint_every_steps = 0   # also checkpoint every N steps within epochs (0: off)
   c.train.keep_checkpoints = 3         # keep the last N checkpoints, plus the best by (validation) perplexity
+  c.train.max_loss = 0.0               # stop when the epoch's mean loss (nats/token) exceeds this (0: ~88.7, exp overflow)
   c.train.resume = True                # resume from the workdir's latest checkpoint; False: set old ones aside, start fresh
 
   c.generate = ml_collections.ConfigDict()
@@ -144,3 +149,24 @@ def differences(saved: dict, config: ml_collections.ConfigDict, sections: Sequen
   for section in sections:  # "data", or a dotted leaf such as "train.num_epochs"
     compare(section, at(saved, section), at(current, section))
   return found
+
+
+def field_paths(config: ml_collections.ConfigDict | None = None) -> list[str]:
+  """Every leaf's dotted path (``optimizer.learning_rate``, ...) of a config (the default one when None)."""
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        yield from walk(value, f"{prefix}{key}.")
+      else:
+        yield f"{prefix}{key}"
+  return list(walk(config if config is not None else default_config(), ""))
+
+
+def suggest_field(path: str) -> str:
+  """``"no field train.learning_rate; did you mean optimizer.learning_rate?"`` (or the closest paths)."""
+  fields = field_paths()
+  leaf = path.split(".")[-1]
+  same_leaf = [f for f in fields if f.split(".")[-1] == leaf]
+  close = same_leaf or difflib.get_close_matches(path, fields, n=3, cutoff=0.6)
+  hint = f"; did you mean {' or '.join(close)}?" if close else "; the fields are listed in lstm_jax/config.py."
+  return f"no config field {path}{hint}"

@@ -1,4 +1,5 @@
-"""The book's "concise implementation" (this project: the library model): the same language model built from Flax's own cells under ``nn.RNN``.
+"""The library model (the book's "concise implementation"): the same language model built from Flax's own cells
+under ``nn.RNN``.
 
 ``LibraryLanguageModel`` has the interface of ``lstm_jax.model.LanguageModel`` (``init``, ``apply``,
 ``zero_carry``), so the train loop, evaluator and generator use it unchanged. Cells: ``lstm`` -> ``nn.LSTMCell``

@@ -29,8 +29,12 @@ def main(argv):
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
   from lstm_jax import checkpoint
   from lstm_jax.data import corpora
+  from lstm_jax import validation
   try:
     summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  except validation.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   except (train.NonFiniteLossError, checkpoint.CheckpointError, corpora.CorpusError, OSError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(f"final training perplexity {summary['train_perplexity']:.4f}"
@@ -38,17 +42,35 @@ def main(argv):
         + f", wall time {summary['wall_time_sec']:.1f} s", flush=True)
 
 
+def _unknown_override(argv) -> str | None:
+  """The first ``--config.PATH=...`` whose PATH names no config field, as a one-line hint (None: all known)."""
+  from lstm_jax import config as config_lib  # noqa: PLC0415
+  fields = set(config_lib.field_paths())
+  for arg in argv[1:]:
+    if arg.startswith("--config.") and "=" in arg:
+      path = arg[len("--config."):].split("=", 1)[0]
+      if path not in fields and not any(f.startswith(path + ".") for f in fields):
+        return config_lib.suggest_field(path)
+  return None
+
+
 def parse_flags(argv):
-  """absl's parser, with a wrong ``--config.x=y`` reported as one clear line instead of a traceback."""
+  """absl's parser, with a wrong ``--config.x=y`` reported as one clear line (exit status 2) instead of a traceback."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f"{e}\nPass --helpfull to list the flags.")
+    print(f"{e}\nPass --helpfull to list the flags.", file=sys.stderr)
+    sys.exit(2)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    message = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
-    sys.exit(f"Bad config override: {message}. Config fields are listed with one-line comments in "
-             f"lstm_jax/config.py; override them as --config.section.field=value.")
+    message = _unknown_override(argv) or str(e).strip("'\"").replace("\\n", " ").replace("\n", " ")
+    end = "" if message.endswith((".", "?")) else "."
+    print(f"Bad config override: {message}{end} Override fields as --config.section.field=value.", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  run()

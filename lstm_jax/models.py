@@ -1,6 +1,7 @@
 """The model a config names (``config.model.implementation``): our scratch ``LanguageModel`` (``lstm_jax.model``),
-the library model over Flax's cells (``lstm_jax.library_model``) or cuDNN's LSTM (``lstm_jax.cudnn_model``). All
-three share ``init(key)``, ``apply(params, tokens_BT, carry)`` and ``zero_carry(batch)``.
+the library model over Flax's cells (``lstm_jax.library_model``), the scratch cells as flax.nnx modules
+(``lstm_jax.nnx_model``) or cuDNN's LSTM (``lstm_jax.cudnn_model``). All share ``init(key)``, ``apply(params,
+tokens_BT, carry)`` and ``zero_carry(batch)``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import dataclasses
 from lstm_jax import cudnn_model
 from lstm_jax import library_model
 from lstm_jax import model as model_lib
+from lstm_jax import nnx_model
 
-IMPLEMENTATIONS = ("scratch", "flax", "flax_optimized", "cudnn")
+IMPLEMENTATIONS = ("scratch", "flax", "flax_optimized", "nnx", "cudnn")
 
 
 def from_config(model_config, vocab_size: int):
@@ -26,6 +28,8 @@ def from_config(model_config, vocab_size: int):
     return library_model.LibraryLanguageModel(
         vocab_size=vocab_size, optimized=implementation == "flax_optimized",
         **{k: v for k, v in settings.items() if k in library_fields and k != "optimized"})
+  if implementation == "nnx":
+    return _nnx_model(settings, vocab_size)
   if implementation not in ("scratch", "cudnn"):
     raise ValueError(f"Unknown model.implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
   fields = {f.name for f in dataclasses.fields(model_lib.LanguageModel)} - {"vocab_size"}
@@ -35,3 +39,22 @@ def from_config(model_config, vocab_size: int):
   if implementation == "cudnn":
     return cudnn_model.from_settings(vocab_size, settings)
   return model_lib.LanguageModel(vocab_size=vocab_size, **settings)
+
+
+def _nnx_model(settings: dict, vocab_size: int) -> nnx_model.NnxLanguageModel:
+  """``model.implementation=nnx``: the NNX modules differentiate through the cell's ``lax.scan`` in float32, so
+  ``recurrence`` may be auto or scan (auto means scan here) and ``matmul_dtype`` float32; other keys as scratch."""
+  recurrence = settings.pop("recurrence", "auto")
+  if recurrence not in ("auto", "scan"):
+    raise ValueError(f"model.recurrence={recurrence} is not available with model.implementation=nnx (it runs the "
+                     f"cell's lax.scan); set --config.model.recurrence=scan or implementation=scratch.")
+  matmul_dtype = settings.pop("matmul_dtype", "float32")
+  if matmul_dtype != "float32":
+    raise ValueError(f"model.matmul_dtype={matmul_dtype} is not available with model.implementation=nnx (float32 "
+                     f"only); set --config.model.matmul_dtype=float32 or implementation=scratch.")
+  fields = {f.name for f in dataclasses.fields(nnx_model.NnxLanguageModel)} - {"vocab_size"}
+  unknown = sorted(set(settings) - fields)
+  if unknown:
+    raise ValueError(f"Unknown config.model keys {unknown} for model.implementation=nnx; valid keys are "
+                     f"{sorted(fields | {'recurrence', 'matmul_dtype'})}.")
+  return nnx_model.NnxLanguageModel(vocab_size=vocab_size, **settings)

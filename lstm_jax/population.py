@@ -145,7 +145,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
     for k, (config, workdir) in enumerate(zip(configs, workdirs)):
       _save_member(_member(states, k), config, workdir, corpus.vocab, records[k])
       records[k] = {**records[k], "wall_time_sec": wall_time, "population_size": population.size}
-      writers[k].write(int(states.step[k]), {"final": 1, **records[k]})
+      writers[k].write_final(int(states.step[k]), records[k], config.to_dict())
   finally:
     for writer in writers:
       writer.close()

@@ -19,6 +19,7 @@ import sys
 import time
 
 from lstm_jax import config as config_lib
+from lstm_jax import progress as progress_lib
 from lstm_jax import workdir as workdir_lib
 
 @dataclasses.dataclass(frozen=True)
@@ -130,27 +131,66 @@ def run_per_gpu(runs: list[Run], gpus: list[str], poll_sec: float = 1.0) -> list
   return failed
 
 
-def slurm_script(runs: list[Run], root: pathlib.Path) -> str:
-  lines = ["#!/bin/bash", f"#SBATCH --array=0-{len(runs) - 1}", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4",
-           f"#SBATCH --output={root}/slurm-%A_%a.out", "set -euo pipefail", "COMMANDS=("]
-  lines += [f"  {shlex.quote(run.shell())}" for run in runs]
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """Where batch runs go: SLURM resources and the shell line that makes the project importable on a node."""
+  time: str = "04:00:00"        # SLURM --time per run
+  mem: str = "16G"              # SLURM --mem per run
+  partition: str = ""           # SLURM --partition ("": the cluster's default)
+  cpus: int = 4                 # SLURM --cpus-per-task
+  setup: str = ""               # e.g. "source ~/lstm_jax/.venv/bin/activate" ("": the venv running this command)
+
+
+def _default_setup() -> str:
+  """Activation of the environment this command runs in (a venv's activate script when there is one)."""
+  activate = pathlib.Path(sys.prefix) / "bin" / "activate"
+  return f"source {shlex.quote(str(activate))}" if activate.exists() else ""
+
+
+def slurm_script(runs: list[Run], root: pathlib.Path, cluster: Cluster = Cluster()) -> str:
+  """A SLURM array job, one run per task, with absolute paths (sbatch may start it from any directory)."""
+  root = pathlib.Path(root).absolute()
+  header = ["#!/bin/bash", f"#SBATCH --job-name=lstm_jax-{root.name}", f"#SBATCH --array=0-{len(runs) - 1}",
+            "#SBATCH --gres=gpu:1", f"#SBATCH --cpus-per-task={cluster.cpus}", f"#SBATCH --mem={cluster.mem}",
+            f"#SBATCH --time={cluster.time}", f"#SBATCH --output={root}/slurm-%A_%a.out"]
+  if cluster.partition:
+    header.append(f"#SBATCH --partition={cluster.partition}")
+  setup = cluster.setup or _default_setup()
+  lines = header + ["set -euo pipefail", f"cd {shlex.quote(str(pathlib.Path.cwd()))}"]
+  lines += [setup] if setup else []
+  lines += ['python -c "import jax; print(jax.devices())"  # fails the task early on a node without the GPU jaxlib',
+            "COMMANDS=("] + [f"  {shlex.quote(run.shell())}" for run in runs]
   lines += [")", 'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"']
   return "\n".join(lines) + "\n"
 
 
-def tpu_command(runs: list[Run], name: str, zone: str) -> str:
-  """Every worker of a TPU VM runs the same commands; LSTM_JAX_DISTRIBUTED=1 joins them into one JAX job."""
-  body = " && ".join(f"LSTM_JAX_DISTRIBUTED=1 {run.shell()}" for run in runs)
-  return (f"gcloud compute tpus tpu-vm ssh {name} --zone={zone} --worker=all "
-          f"--command={shlex.quote('cd lstm_jax && ' + body)}")
+def tpu_script(runs: list[Run], name: str, zone: str, repo: str = "~/lstm_jax") -> str:
+  """A shell script that copies this checkout to every worker of a TPU VM, installs it with the TPU jaxlib, then
+  runs every run on all workers at once (``LSTM_JAX_DISTRIBUTED=1`` joins them into one JAX job). A failed run is
+  reported and the next one starts; the script exits non-zero if any failed."""
+  ssh = f"gcloud compute tpus tpu-vm ssh {name} --zone={zone} --worker=all --command"
+  install = f"cd {repo} && pip install -q -e '.[tpu]'"
+  lines = ["#!/bin/bash", "set -uo pipefail", "failed=0",
+           f"gcloud compute tpus tpu-vm scp --recurse --zone={zone} --worker=all . {name}:{repo} || exit 1",
+           f"{ssh}={shlex.quote(install)} || exit 1"]
+  for run in runs:
+    remote = f"cd {repo} && LSTM_JAX_DISTRIBUTED=1 {run.shell()}"
+    lines.append(f"{ssh}={shlex.quote(remote)} || {{ echo 'FAILED: {run.name}'; failed=1; }}")
+  lines.append("exit $failed")
+  return "\n".join(lines) + "\n"
 
 
 MODES = ("local", "gpus", "slurm", "tpu", "population")
 
 
 def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple[str, ...] = (),
-           dry_run: bool = False, tpu_name: str = "my-tpu", tpu_zone: str = "us-central2-b") -> None:
-  """Expands the sweep and runs (or prints, or writes the script for) every run that has not finished."""
+           dry_run: bool = False, tpu_name: str = "my-tpu", tpu_zone: str = "us-central2-b",
+           cluster: Cluster = Cluster()) -> None:
+  """Expands the sweep and runs (or writes the script for) every run that has not finished."""
+  if mode in ("slurm", "tpu"):  # scripts run elsewhere: absolute paths for the config (and the workdirs)
+    path, sep, variant = config_spec.partition(":")
+    config_spec = str(pathlib.Path(path).absolute()) + sep + variant
+    root = str(pathlib.Path(root).absolute()) if mode == "slurm" else root
   runs = expand(config_spec, sweep_name, root, extra)
   sweep_root = pathlib.Path(root) / sweep_name
   if dry_run:
@@ -160,9 +200,11 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
   pending = [run for run in runs if not run.finished]
   print(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to run.", flush=True)
   if mode == "local":
+    progress = progress_lib.Progress(len(pending))
     for index, run in enumerate(pending, start=1):
-      print(f"== [{index}/{len(pending)}] {run.name}", flush=True)
+      print(f"== [{index}/{len(pending)}] {run.name}  {progress.timing()}", flush=True)
       subprocess.run((sys.executable,) + run.command[1:], check=True)
+      progress.advance()
   elif mode == "gpus":
     failed = run_per_gpu(pending, local_gpus())
     if failed:
@@ -175,9 +217,11 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
       population.train_population(configs, [run.workdir for run in pending])
   elif mode == "slurm":
     sweep_root.mkdir(parents=True, exist_ok=True)
-    (sweep_root / "sweep.sbatch").write_text(slurm_script(pending, sweep_root))
+    (sweep_root / "sweep.sbatch").write_text(slurm_script(pending, sweep_root, cluster))
     print(f"Wrote {sweep_root / 'sweep.sbatch'}; submit it with: sbatch {sweep_root / 'sweep.sbatch'}")
   elif mode == "tpu":
-    print(tpu_command(pending, tpu_name, tpu_zone))
+    sweep_root.mkdir(parents=True, exist_ok=True)
+    (sweep_root / "tpu.sh").write_text(tpu_script(pending, tpu_name, tpu_zone))
+    print(f"Wrote {sweep_root / 'tpu.sh'}; run it from this checkout with: bash {sweep_root / 'tpu.sh'}")
   else:
     raise ValueError(f"Unknown mode {mode!r}; choose one of {MODES}.")

@@ -12,10 +12,10 @@ with ``random`` or ``windows`` sampling, or ``data.carry_state=False``, every mi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import signal
-import time
 from typing import Any, Sequence
 
 import jax
@@ -31,17 +31,23 @@ from lstm_jax import generate as generate_lib
 from lstm_jax import loss as loss_lib
 from lstm_jax import metrics as metrics_lib
 from lstm_jax import model as model_lib
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import sharding as sharding_lib
-from lstm_jax import workdir as workdir_lib
 from lstm_jax import models
+from lstm_jax import optimizer as optimizer_lib
+from lstm_jax import plots
+from lstm_jax import progress as progress_lib
+from lstm_jax import sharding as sharding_lib
+from lstm_jax import validation
+from lstm_jax import workdir as workdir_lib
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
 from lstm_jax.train_state import SavedState, TrainState, abstract_saved_state, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or Inf."""
+  """The training diverged: its loss became NaN, Inf or too large for exp (or ``train.max_loss``)."""
+
+
+MAX_LOSS = float(np.log(np.finfo(np.float32).max))  # ~88.7 nats: exp of more overflows float32
 
 
 def train_step(state: TrainState, inputs_BT: jax.Array, targets_BT: jax.Array, *, model: model_lib.LanguageModel,
@@ -110,8 +116,8 @@ def epoch_record(epoch: int, nll_sum: float, tokens: int, step_losses: Sequence[
   return record
 
 
-def progress_line(record: dict[str, Any], step: int) -> str:
-  line = (f"epoch {record['epoch']:4d}  step {step:6d}  loss {record['train_loss']:.4f}  perplexity "
+def progress_line(record: dict[str, Any], step: int, num_epochs: int) -> str:
+  line = (f"epoch {record['epoch']:4d}/{num_epochs}  step {step:6d}  loss {record['train_loss']:.4f}  perplexity "
           f"{record['train_perplexity']:.4f}  tokens/s {record['tokens_per_sec']:,.0f}")
   if "val_perplexity" in record:
     line += f"  val loss {record['val_nll']:.4f}  val perplexity {record['val_perplexity']:.4f}"
@@ -133,32 +139,81 @@ class Run:
   checkpointer: checkpoint_lib.Checkpointer | None = None
   writer: metrics_lib.MetricWriter | None = None
   last_good_step: int | None = None
+  corpus_fingerprint: str = ""                       # corpora.fingerprint: checked on resume
+  _probe: Any = None                                 # jitted probe_loss
+  progress: progress_lib.Progress | None = None      # epochs done of num_epochs, elapsed, ETA
+  ticker: progress_lib.BatchTicker | None = None     # lines inside long epochs
+  throughput: progress_lib.Throughput = dataclasses.field(default_factory=progress_lib.Throughput)
+  plotted_at: float | None = None                    # progress clock of the last perplexity.png
+
+  def plot_due(self, last: bool) -> bool:
+    """Whether to redraw ``perplexity.png`` now: process 0, at most every ``train.plot_every_sec``, always last."""
+    if jax.process_index() != 0:
+      return False
+    now = self.progress.elapsed()
+    if last or self.plotted_at is None or now - self.plotted_at >= self.config.train.plot_every_sec:
+      self.plotted_at = now
+      return True
+    return False
 
   @property
   def num_epochs(self) -> int:
     return self.config.train.num_epochs
 
-  def save(self, saved: SavedState, perplexity: float | None = None) -> None:
+  @property
+  def loss_limit(self) -> float:
+    """Mean NLL (nats per token) above which the run has diverged: ``train.max_loss``, or where exp overflows."""
+    return self.config.train.get("max_loss", 0.0) or MAX_LOSS
+
+  def save(self, saved: SavedState, perplexity: float | None = None,
+           step_losses: Sequence[Any] = (), first_step: int = 0) -> None:
+    """Saves a checkpoint only of finite parameters whose loss on a fixed probe minibatch is below the divergence
+    limit (so "the last good checkpoint" always evaluates to a finite perplexity)."""
+    probe_loss = self.probe_loss(saved.state.params)
+    if not probe_loss <= self.loss_limit:  # NaN too
+      self.fail_non_finite(step_losses, first_step, f"the parameters at step {int(saved.state.step)} give a loss of "
+                           f"{probe_loss:.4g} nats per token on a probe minibatch (not saved)")
     step = int(saved.state.step)
-    self.checkpointer.save(step, saved.to_tree(), self.config, self.corpus.vocab, perplexity)
+    self.checkpointer.save(step, saved.to_tree(), self.config, self.corpus.vocab, perplexity,
+                           fingerprint=self.corpus_fingerprint)
     self.last_good_step = step
 
-  def fail_non_finite(self, step_losses: Sequence[Any], first_step: int) -> None:
-    losses = np.asarray(jnp.stack(step_losses))
-    bad = first_step + int(np.argmax(~np.isfinite(losses)))
+  def probe_loss(self, params) -> float:
+    """Mean NLL (nats per token) of ``params`` on the first validation minibatch (else the first training one),
+    from a zero state; inf when any parameter is non-finite."""
+    if self._probe is None:
+      inputs, targets = (self.val_batches or pipeline.epoch_batches(self.config, self.corpus, 1))[0]
+
+      def loss(p):
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(p)]))
+        return jnp.where(finite, jnp.mean(loss_lib.token_nll(self.model.apply(p, inputs)[0], targets)), jnp.inf)
+      self._probe = jax.jit(loss)
+    return float(self._probe(params))
+
+  def fail_non_finite(self, step_losses: Sequence[Any], first_step: int, what: str = "") -> None:
+    losses = np.asarray(jnp.stack(step_losses)) if len(step_losses) else np.zeros(0)
+    per_token = losses / np.maximum(1, self.config.data.batch_size * self.config.data.num_steps)
+    bad_steps = np.flatnonzero(~np.isfinite(per_token) | (per_token > self.loss_limit))
+    if not what:
+      where = int(bad_steps[0]) if len(bad_steps) else len(losses) - 1
+      what = f"the training loss became {per_token[where]:.4g} nats per token at step {first_step + where}"
     self.checkpointer.wait()
     kept = (f"the last good checkpoint is step {self.last_good_step} in {self.checkpointer.manager.directory} "
             f"(kept)" if self.last_good_step is not None else "no checkpoint was written yet")
-    raise NonFiniteLossError(f"Training loss became {losses[bad - first_step]} at step {bad}; stopped, {kept}. "
-                             f"Lower --config.optimizer.learning_rate or set --config.optimizer.clip_norm.")
+    raise NonFiniteLossError(f"Training diverged: {what}; stopped, {kept}. The limit is a mean loss of "
+                             f"{self.loss_limit:.4g} nats per token (train.max_loss); lower "
+                             f"--config.optimizer.learning_rate or set --config.optimizer.clip_norm.")
 
   def zero_carry(self):
     return sharding_lib.split_leading(self.model.zero_carry(self.config.data.batch_size), self.devices)
 
 
 def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
-  """Loads the corpus and builds the model, optimizer and compiled step; writes nothing."""
+  """Validates the config, loads the corpus, validates them together and builds the model, optimizer and compiled
+  step; writes nothing."""
+  validation.check(config)
   corpus = corpora.load(config.data)
+  validation.check(config, corpus)
   model = models.from_config(config.model, len(corpus.vocab))
   optimizer = optimizer_lib.make_optimizer(config.optimizer)
   carry_state = pipeline.carries_state(config.data)
@@ -167,7 +222,8 @@ def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
   return Run(config=config, workdir=workdir, corpus=corpus, model=model, optimizer=optimizer, carry_state=carry_state,
              devices=sharding_lib.data_parallel_mesh(config.data.batch_size),  # one device: placement is a no-op
              step_fn=compile_train_step(model, optimizer, carry_state),
-             val_batches=pipeline.validation_batches(config, corpus))
+             val_batches=pipeline.validation_batches(config, corpus),
+             corpus_fingerprint=corpora.fingerprint(corpus, config.data.edition))
 
 
 def restore_or_init(run: Run) -> SavedState:
@@ -177,8 +233,10 @@ def restore_or_init(run: Run) -> SavedState:
   latest = run.checkpointer.latest_step()
   saved = SavedState(state, nll_sum=jnp.zeros(()))
   if latest is not None:
-    checkpoint_lib.check_compatible(run.checkpointer.read_meta(latest)["config"], config,
-                                    str(run.checkpointer.manager.directory))
+    meta = run.checkpointer.read_meta(latest)
+    where = str(run.checkpointer.manager.directory)
+    checkpoint_lib.check_compatible(meta["config"], config, where)
+    checkpoint_lib.check_fingerprint(meta, run.corpus_fingerprint, where)
     saved = SavedState.from_tree(run.checkpointer.restore_state(latest, abstract_saved_state(state)))
     workdir_lib.truncate_metrics(run.workdir, latest)
     print(f"Resumed from checkpoint step {latest} (epoch {saved.epoch}, batch {saved.batch}).", flush=True)
@@ -206,47 +264,58 @@ def train_epoch(run: Run, saved: SavedState, epoch: int, stop: StopRequest) -> t
     saved.nll_sum = saved.nll_sum + step_metrics["nll_sum"]
     saved.tokens += targets.size
     saved.batch = index + 1
+    run.throughput.add(targets.size)
+    if run.ticker is not None and run.ticker.due():
+      run.ticker.say(epoch, index + 1, len(batches), int(saved.state.step), float(step_metrics["nll_sum"]) / targets.size)
     save_now = every_steps > 0 and int(saved.state.step) % every_steps == 0 and index + 1 < len(batches)
     if save_now or stop.signal:
-      if not np.isfinite(float(saved.nll_sum)):
+      if not float(saved.nll_sum) / saved.tokens <= run.loss_limit:  # NaN too
         run.fail_non_finite(step_losses, first_step)
-      run.save(saved)
+      run.save(saved, step_losses=step_losses, first_step=first_step)
     if stop.signal:
       run.checkpointer.wait()
       print(f"Received {stop.signal}: saved checkpoint step {int(saved.state.step)} in "
             f"{run.checkpointer.manager.directory}; rerun the same command to resume.", flush=True)
       raise SystemExit(0)
-  if not np.isfinite(float(saved.nll_sum) / saved.tokens):
+  if not float(saved.nll_sum) / saved.tokens <= run.loss_limit:  # NaN too
     run.fail_non_finite(step_losses, first_step)
   return step_losses, step_tokens, len(batches)
 
 
-def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[list, list, int],
-                 clock: dict[str, float]) -> dict[str, Any]:
-  """Builds, prints and writes the epoch's record; generates samples and saves when due. ``clock`` holds the
-  start time, the last logging time and the tokens trained since then."""
+def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[list, list, int]) -> dict[str, Any]:
+  """Builds, prints and writes the epoch's record and saves when due, then (when due) redraws the run's plot and
+  generates samples, which come last so that nothing they do can cost the epoch's checkpoint or record."""
   config, num_epochs, step = run.config, run.num_epochs, int(saved.state.step)
   record = epoch_record(epoch, saved.nll_sum, saved.tokens, *epoch_steps, config)
   if run.val_batches and is_due(epoch, config.train.eval_every_epochs, num_epochs):
     evaluation = evaluate_lib.evaluate_batches(run.model, saved.state.params, run.val_batches,
                                                carry_state=run.carry_state)
     record.update(evaluation.as_dict("val_"))
-  if is_due(epoch, config.train.log_every_epochs, num_epochs):
-    now = time.perf_counter()
-    record["tokens_per_sec"] = clock["tokens"] / (now - clock["logged"])
-    clock["tokens"], clock["logged"] = 0, now
-    print(progress_line(record, step), flush=True)
-  record["elapsed_sec"] = time.perf_counter() - clock["start"]
+  run.progress.advance()
+  logging_now = is_due(epoch, config.train.log_every_epochs, num_epochs)
+  if logging_now:
+    record["tokens_per_sec"] = run.throughput.take()
+    run.progress.say(progress_line(record, step, num_epochs) + "  " + run.progress.timing())
+  record["elapsed_sec"] = run.progress.elapsed()
   run.writer.write(step, record)
-  if is_due(epoch, config.train.generate_every_epochs, num_epochs):
-    for prefix in config.generate.prefixes:
-      text = generate_lib.generate_text(run.model, saved.state.params, run.corpus.vocab, prefix,
-                                        config.generate.num_tokens, method=config.generate.method,
-                                        temperature=config.generate.temperature, top_k=config.generate.top_k,
-                                        seed=config.seed)
-      print(f" - {text}", flush=True)
   if is_due(epoch, config.train.checkpoint_every_epochs, num_epochs):
     run.save(SavedState(saved.state, epoch=epoch + 1), record.get("val_perplexity", record["train_perplexity"]))
+  if logging_now and run.plot_due(last=epoch == num_epochs):
+    plots.plot_run(workdir_lib.read_metrics(run.workdir), workdir_lib.path(run.workdir) / plots.RUN_PLOT,
+                   title=f"{config.model.cell}, {config.data.corpus}")
+  if is_due(epoch, config.train.generate_every_epochs, num_epochs):
+    try:  # after the checkpoint and record: a failed sample is reported and costs nothing
+      samples = {prefix: generate_lib.generate_text(run.model, saved.state.params, run.corpus.vocab, prefix,
+                                                    config.generate.num_tokens, method=config.generate.method,
+                                                    temperature=config.generate.temperature,
+                                                    top_k=config.generate.top_k, seed=config.seed)
+                 for prefix in config.generate.prefixes}
+    except Exception as e:  # pylint: disable=broad-except
+      samples = {}
+      print(f"warning: sampling at step {step} failed ({type(e).__name__}: {e}); the run goes on.", flush=True)
+    for text in samples.values():
+      run.progress.say(f" - {text}")
+    run.writer.write_texts(step, samples)
   return record
 
 
@@ -258,39 +327,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
   """
   run = start_run(config, workdir)
   workdir_lib.prepare(workdir)
-  if not config.train.resume:
-    aside = workdir_lib.set_aside(workdir)
-    if aside is not None:
-      print(f"Starting fresh: earlier checkpoints moved to {aside}", flush=True)
-  run.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  try:
-    saved = restore_or_init(run)
-    if jax.process_index() == 0:
-      workdir_lib.write_config(workdir, config.to_dict(), vocab_size=len(run.corpus.vocab))
-    with metrics_lib.MetricWriter(workdir) as run.writer:
-      return _train_epochs(run, saved)
-  finally:
-    run.checkpointer.close()
+  with workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    if not config.train.resume:
+      aside = workdir_lib.set_aside(workdir)
+      if aside is not None:
+        print(f"Starting fresh: earlier checkpoints moved to {aside}", flush=True)
+    run.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    try:
+      saved = restore_or_init(run)
+      if jax.process_index() == 0:
+        workdir_lib.write_config(workdir, config.to_dict(), vocab_size=len(run.corpus.vocab))
+      with metrics_lib.MetricWriter(workdir) as run.writer:
+        return _train_epochs(run, saved)
+    finally:
+      run.checkpointer.close()
 
 
 def _train_epochs(run: Run, saved: SavedState) -> dict[str, Any]:
+  config = run.config
   if saved.epoch > run.num_epochs:
     finished = [r for r in workdir_lib.read_metrics(run.workdir) if "epoch" in r]
     print(f"Already trained for {run.num_epochs} epochs in {run.workdir}; nothing to do.", flush=True)
     summary = {**finished[-1], "wall_time_sec": 0.0}
-    run.writer.write(int(saved.state.step), {"final": 1, **summary})
+    run.writer.write_final(int(saved.state.step), summary)
     return summary
-  clock = {"start": time.perf_counter(), "logged": time.perf_counter(), "tokens": 0}
+  run.progress = progress_lib.Progress(run.num_epochs, done=saved.epoch - 1, quiet=config.train.quiet)
+  run.ticker = progress_lib.BatchTicker(run.progress, config.train.progress_every_sec)
   summary: dict[str, Any] = {}
   with StopRequest() as stop:
     for epoch in range(saved.epoch, run.num_epochs + 1):
       saved.epoch = epoch
-      tokens_before = saved.tokens if saved.batch else 0
       epoch_steps = train_epoch(run, saved, epoch, stop)
-      clock["tokens"] += saved.tokens - tokens_before
-      summary = end_of_epoch(run, saved, epoch, epoch_steps, clock)
+      summary = end_of_epoch(run, saved, epoch, epoch_steps)
       saved = SavedState(saved.state, epoch=epoch + 1, nll_sum=jnp.zeros(()))
-  summary["wall_time_sec"] = time.perf_counter() - clock["start"]
+  summary["wall_time_sec"] = run.progress.elapsed()
   run.checkpointer.wait()
-  run.writer.write(int(saved.state.step), {"final": 1, **summary})
+  run.writer.write_final(int(saved.state.step), summary, config.to_dict())
   return summary

@@ -6,6 +6,8 @@ A workdir holds::
     metrics.jsonl     one JSON record per logging epoch; a run is finished once a record has ``"final": 1``
     checkpoints/      orbax steps (``lstm_jax.checkpoint``)
     tensorboard/      event files (``lstm_jax.metrics``)
+    perplexity.png    the run's curve (``lstm_jax.plots``)
+    .lock             host and pid of the training that holds the workdir (``lock``)
     previous-*/       what ``train.resume=False`` set aside (never deleted)
 
 Paths go through ``etils.epath`` (orbax's own path type), so ``gs://bucket/run`` and other URIs reach orbax and
@@ -14,9 +16,12 @@ the writers unchanged while local paths behave as ``pathlib`` ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from etils import epath
 
@@ -51,6 +56,9 @@ def prepare(workdir: PathLike) -> epath.Path:
     probe = root / ".write_test"
     probe.write_text("")
     probe.unlink()
+  except ImportError as e:  # epath names the missing filesystem package (gcsfs for gs://, s3fs for s3://)
+    raise OSError(f"Workdir {workdir} cannot be reached: {e}. Install it (pip install gcsfs for gs://) or pass a "
+                  f"local --workdir.") from e
   except OSError as e:
     raise OSError(f"Workdir {workdir} cannot be created or written ({e.strerror or e}); pass a writable "
                   f"--workdir.") from e
@@ -119,3 +127,68 @@ def set_aside(workdir: PathLike) -> epath.Path | None:
   if metrics_path(workdir).exists():
     metrics_path(workdir).rename(aside / METRICS_FILE)
   return aside
+
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirBusy(OSError):
+  """Another live training holds the workdir."""
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _try_create(file: epath.Path, content: str) -> bool:
+  """Creates ``file`` only if it does not exist (atomically for local paths); returns whether it did."""
+  if is_uri(file):
+    if file.exists():
+      return False
+    file.write_text(content)
+    return True
+  try:
+    descriptor = os.open(str(file), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+  except FileExistsError:
+    return False
+  with os.fdopen(descriptor, "w") as f:
+    f.write(content)
+  return True
+
+
+@contextlib.contextmanager
+def lock(workdir: PathLike) -> Iterator[None]:
+  """Holds ``<workdir>/.lock`` (this host and pid) while a training writes the workdir; released on exit. A lock
+  left by a dead process of this host is taken over with a message; a live holder raises ``WorkdirBusy``."""
+  file = path(workdir) / LOCK_FILE
+  me = {"host": socket.gethostname(), "pid": os.getpid()}
+  for _ in range(2):
+    if _try_create(file, json.dumps(me)):
+      break
+    try:
+      holder = json.loads(file.read_text() or "{}")
+    except (OSError, ValueError):
+      holder = {}
+    host, pid = holder.get("host", "?"), holder.get("pid", -1)
+    if host != me["host"]:
+      raise WorkdirBusy(f"Workdir {workdir} is held by process {pid} on host {host} ({file}); wait for that run, "
+                        f"pass another --workdir, or delete {file} if that run is dead.")
+    if isinstance(pid, int) and pid > 0 and _alive(pid):
+      raise WorkdirBusy(f"Workdir {workdir} is in use by process {pid} on this host ({host}); wait for it to "
+                        f"finish or pass another --workdir.")
+    print(f"Taking over the stale lock of process {pid} on {host} (no longer running) in {workdir}.", flush=True)
+    file.unlink()
+  else:
+    raise WorkdirBusy(f"Workdir {workdir} lock {file} could not be taken; pass another --workdir.")
+  try:
+    yield
+  finally:
+    with contextlib.suppress(OSError, ValueError):
+      if json.loads(file.read_text()) == me:
+        file.unlink()

@@ -100,3 +100,11 @@ def test_registry_gate_counts_match_the_cells_parameters(name):
   params = cells.get_family(name).init_params(jax.random.key(0), 3, 5)
   assert params["W_h"].shape == (5, cells.get(name).num_gates * 5)
   assert params["W_x"].shape == (3, cells.get(name).num_gates * 5)
+
+
+def test_the_installed_version_is_the_package_version():
+  import importlib.metadata
+
+  import lstm_jax
+  assert importlib.metadata.version("lstm_jax") == lstm_jax.__version__
+  assert all(hasattr(lstm_jax, name) for name in lstm_jax.__all__)

@@ -26,8 +26,15 @@ def test_every_shipped_sweep_expands_into_distinct_runs(tmp_path, name, corpus):
   assert len(runs) >= 3 and len({r.workdir for r in runs}) == len(runs)
   for run in runs:
     assert any(arg.startswith("--config.") for arg in run.command)
-  assert "--array=0-" in sweep.slurm_script(runs, tmp_path)
-  assert "--worker=all" in sweep.tpu_command(runs, "tpu", "zone")
+  script = sweep.slurm_script(runs, tmp_path, sweep.Cluster(time="01:00:00", mem="8G", partition="gpu",
+                                                             setup="source /opt/venv/bin/activate"))
+  for line in ("--array=0-", "#SBATCH --time=01:00:00", "#SBATCH --mem=8G", "#SBATCH --partition=gpu",
+               "source /opt/venv/bin/activate", f"#SBATCH --output={tmp_path.absolute()}/slurm-%A_%a.out"):
+    assert line in script
+  tpu = sweep.tpu_script(runs, "tpu", "zone")
+  assert tpu.count("--worker=all") == len(runs) + 2  # copy, install, then one ssh per run
+  assert "pip install -q -e '\"'\"'.[tpu]'\"'\"'" in tpu and "&& LSTM_JAX_DISTRIBUTED=1 python -m lstm_jax.main" in tpu
+  assert tpu.count("|| { echo 'FAILED:") == len(runs) and tpu.rstrip().endswith("exit $failed")
 
 
 def test_unknown_sweep_is_a_clear_error(tmp_path):

@@ -103,7 +103,8 @@ def measure(size: int, steps: int, rounds: int, shape: Shape = Shape()) -> dict[
 
 def markdown_row(r: dict[str, float]) -> str:
   return (f"| {r['population_size']} | {r['population_member_steps_per_sec']:.1f} | "
-          f"{r['sequential_member_steps_per_sec']:.1f} | {r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | "
+          f"{r['sequential_member_steps_per_sec']:.1f} | "
+          f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | "
           f"{r['population_compile_sec']:.1f} / {r['single_compile_sec']:.1f} | {r['ratio_with_compile']:.2f} |")
 
 

@@ -15,8 +15,8 @@ from lstm_jax import loss as loss_lib
 from lstm_jax import model as model_lib
 from lstm_jax import train as train_lib
 from lstm_jax import train_state as train_state_lib
-from lstm_jax.benchmarks.train_step import (VOCAB, WORKLOADS, Row, Workload, block, sgd_optimizer, random_tokens, torch_module,
-                                            flax_cell_module)
+from lstm_jax.benchmarks.train_step import (VOCAB, WORKLOADS, Row, Workload, block, flax_cell_module,
+                                            random_tokens, sgd_optimizer, torch_module)
 
 
 def forward_seconds(workload: Workload, rounds: int = 7, calls: int = 20) -> dict[str, float]:

@@ -17,5 +17,9 @@ def main(argv):
   print(f"Wrote {directory / 'RESULTS.md'} and {directory / 'plot.png'}")
 
 
-if __name__ == "__main__":
+def run():
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

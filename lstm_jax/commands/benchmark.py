@@ -20,7 +20,8 @@ def main(argv):
   del argv
   unknown = sorted(set(_WORKLOADS.value) - set(train_step.WORKLOADS))
   if unknown:
-    raise app.UsageError(f"Unknown workloads {unknown}; choose from {sorted(train_step.WORKLOADS)} (--workloads=W1,W3).")
+    raise app.UsageError(f"Unknown workloads {unknown}; choose from {sorted(train_step.WORKLOADS)} "
+                         f"(--workloads=W1,W3).")
   threads = _THREADS.value or len(os.sched_getaffinity(0))
   torch = train_step.torch_module()
   if torch is not None:
@@ -48,5 +49,9 @@ def main(argv):
       f.write(report + "\n")
 
 
-if __name__ == "__main__":
+def run():
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

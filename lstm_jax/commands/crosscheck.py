@@ -27,5 +27,9 @@ def main(argv):
     pathlib.Path(_OUT.value).write_text(text)
 
 
-if __name__ == "__main__":
+def run():
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

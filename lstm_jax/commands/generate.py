@@ -1,20 +1,24 @@
 """Generate from a checkpoint: ``python -m lstm_jax.commands.generate --workdir runs/x --prefix "time traveller"
 --num_tokens 50 [--method greedy|sample --temperature 0.8 --top_k 5 --seed 0] [--step N|best]``.
 
-Runs on whatever device this host has, whichever device setup wrote the checkpoint.
+Prefixes go through the run's edition preprocessing (the 2019 book lowercases). Runs on whatever device this host
+has, whichever device setup wrote the checkpoint. Exit status 2 for a bad flag, 1 for a missing or unreadable run.
 """
+
+import sys
 
 from absl import app, flags, logging
 
 from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import generate
+from lstm_jax import run_inputs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir holding checkpoints/.", required=True)
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step, 'best', or empty for the latest.")
 _PREFIX = flags.DEFINE_multi_string("prefix", ["time traveller"], "Prefix(es) to continue.")
 _NUM_TOKENS = flags.DEFINE_integer("num_tokens", 50, "Tokens to generate after each prefix.")
 _METHOD = flags.DEFINE_enum("method", "greedy", list(generate.METHODS), "Decoding method.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Softmax temperature for --method=sample.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Softmax temperature for --method=sample (> 0).")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
@@ -22,12 +26,24 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  model, params, vocab, _ = checkpoint_lib.load_params(_WORKDIR.value, _STEP.value)
-  for prefix in _PREFIX.value:
+    logging.set_verbosity(logging.ERROR)
+  try:
+    model, params, vocab, config = checkpoint_lib.load_params(_WORKDIR.value, run_inputs.parse_step(_STEP.value))
+    prefixes = run_inputs.check_decoding(vocab, _PREFIX.value, _NUM_TOKENS.value, _METHOD.value, _TEMPERATURE.value,
+                                         _TOP_K.value, config.data.edition)
+  except (checkpoint_lib.CheckpointError, OSError) as e:
+    sys.exit(f"error: {e}")
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  for prefix in prefixes:
     print(generate.generate_text(model, params, vocab, prefix, _NUM_TOKENS.value, method=_METHOD.value,
                                  temperature=_TEMPERATURE.value, top_k=_TOP_K.value, seed=_SEED.value))
 
 
+def run():
+  app.run(main, flags_parser=run_inputs.parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -48,5 +48,9 @@ def main(argv):
   print(f"Wrote {pathlib.Path(_OUT_DIR.value) / 'RESULTS.md'}")
 
 
-if __name__ == "__main__":
+def run():
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -14,15 +14,26 @@ _MODE = flags.DEFINE_enum("mode", "local", list(sweep.MODES),
                           "(they may differ only in lstm_jax.population.POPULATION_KEYS).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
 _EXTRA = flags.DEFINE_multi_string("set", [], "Extra overrides for every run, e.g. --set train.num_epochs=10.")
-_TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu.")
+_TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu (writes <root>/<sweep>/tpu.sh).")
 _TPU_ZONE = flags.DEFINE_string("tpu_zone", "us-central2-b", "TPU VM zone for --mode=tpu.")
+
+_SLURM_TIME = flags.DEFINE_string("slurm_time", "04:00:00", "SLURM --time per run (--mode=slurm).")
+_SLURM_MEM = flags.DEFINE_string("slurm_mem", "16G", "SLURM --mem per run.")
+_SLURM_PARTITION = flags.DEFINE_string("slurm_partition", "", "SLURM --partition (empty: the cluster's default).")
+_SETUP = flags.DEFINE_string("setup", "", "Shell line that activates the environment on a node (default: this venv).")
 
 
 def main(argv):
   del argv
+  cluster = sweep.Cluster(time=_SLURM_TIME.value, mem=_SLURM_MEM.value, partition=_SLURM_PARTITION.value,
+                          setup=_SETUP.value)
   sweep.launch(_CONFIG.value, _SWEEP.value, _ROOT.value, _MODE.value, tuple(_EXTRA.value), _DRY_RUN.value,
-               _TPU_NAME.value, _TPU_ZONE.value)
+               _TPU_NAME.value, _TPU_ZONE.value, cluster)
+
+
+def run():
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -12,6 +12,7 @@ from typing import Any
 
 from lstm_jax import cells
 from lstm_jax import config as config_lib
+from lstm_jax import progress as progress_lib
 from lstm_jax import workdir as workdir_lib
 from lstm_jax.d2l.rows import ROWS, Row, load_config
 
@@ -117,8 +118,11 @@ def train_missing(rows: list[Row], seeds: int, runs_dir: pathlib.Path, jobs: int
   if not tasks:
     return
   if jobs <= 1:
-    for task in tasks:
+    progress = progress_lib.Progress(len(tasks))
+    for done, task in enumerate(tasks, start=1):
+      print(f"[{done}/{len(tasks)}] {task[0]} seed {task[1]}  {progress.timing()}", flush=True)
       _train_task(*task)
+      progress.advance()
     return
   context = multiprocessing.get_context("spawn")  # JAX does not survive fork
   cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -132,10 +136,13 @@ def train_missing(rows: list[Row], seeds: int, runs_dir: pathlib.Path, jobs: int
                                               initializer=_pin_to_core if pinned else None,
                                               initargs=(queue,) if pinned else ()) as pool:
     futures = {pool.submit(_train_task, *task): task for task in tasks}
+    progress = progress_lib.Progress(len(tasks))
     for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
       seconds = future.result()  # re-raises a run's error here
       name, seed, _ = futures[future]
-      print(f"[{done}/{len(tasks)}] {name} seed {seed} trained in {seconds / 60:.1f} min", flush=True)
+      progress.advance()
+      print(f"[{done}/{len(tasks)}] {name} seed {seed} trained in {seconds / 60:.1f} min  {progress.timing()}",
+            flush=True)
 
 
 def generated_text(workdir: pathlib.Path) -> list[str]:

@@ -33,6 +33,7 @@ import urllib.request
 import zipfile
 
 import numpy as np
+from etils import epath
 
 from lstm_jax.data import vocab as vocab_lib
 
@@ -61,6 +62,13 @@ class CorpusError(RuntimeError):
   """A corpus could not be found, downloaded or verified; the message says how to supply it."""
 
 
+def as_path(location: str | os.PathLike) -> pathlib.Path | epath.Path:
+  """A local path as ``pathlib.Path`` (``~`` expanded), a URI (``gs://bucket/data``) as ``etils.epath.Path``."""
+  if "://" in str(location):
+    return epath.Path(location)
+  return pathlib.Path(location).expanduser()
+
+
 def sha1_of(path: pathlib.Path) -> str:
   return hashlib.sha1(path.read_bytes()).hexdigest()
 
@@ -85,7 +93,7 @@ def resolve(name: str, data_dir: str | None = None) -> pathlib.Path:
   for directory in (data_dir, os.environ.get("LSTM_JAX_DATA_DIR"), cache_dir()):
     if not directory:
       continue
-    candidate = pathlib.Path(directory) / spec.filename
+    candidate = as_path(directory) / spec.filename
     searched.append(str(candidate))
     if candidate.is_file():
       return _verified(candidate, spec)
@@ -119,12 +127,13 @@ def read_text(corpus: str, data_dir: str | None = None) -> str:
     spec = KNOWN_CORPORA[corpus]
     path = resolve(corpus, data_dir)
     if spec.member:
-      with zipfile.ZipFile(path) as archive:
+      with path.open("rb") as file, zipfile.ZipFile(file) as archive:
         return archive.read(spec.member).decode("utf-8")
     return path.read_text(encoding="utf-8")
-  path = pathlib.Path(corpus).expanduser()
+  path = as_path(corpus)
   if path.is_dir():
-    files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+    listing = path.rglob("*") if isinstance(path, pathlib.Path) else path.glob("*")  # URIs: one level, no "**"
+    files = sorted(f for f in listing if f.is_file() and not f.name.startswith("."))
     if not files:
       raise CorpusError(f"Corpus directory {path} holds no files; put UTF-8 text files in it.")
     return "\n".join(_read_utf8(f) for f in files)  # sorted paths: the same text on every machine
@@ -141,6 +150,16 @@ def _read_utf8(path: pathlib.Path) -> str:
   except UnicodeDecodeError as e:
     raise CorpusError(f"{path} is not UTF-8 text ({e}); convert it (e.g. iconv -t utf-8) or remove it from the "
                       f"corpus.") from e
+
+
+def fingerprint(corpus: "Corpus", edition: str) -> str:
+  """SHA-1 over the edition, the vocabulary and the token ids a run trains and validates on: a different text, a
+  different preprocessing or a different vocabulary gives a different fingerprint."""
+  digest = hashlib.sha1(edition.encode())
+  digest.update("\x00".join(corpus.vocab.tokens).encode())
+  digest.update(np.ascontiguousarray(corpus.train_ids, np.int32).tobytes())
+  digest.update(np.ascontiguousarray(corpus.val_ids, np.int32).tobytes())
+  return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +216,30 @@ def preprocess(text: str, edition: str, max_tokens: int = 10000, num_val_tokens:
   else:
     raise ValueError(f"Unknown edition {edition!r}; choose one of {EDITIONS} (--config.data.edition=NAME).")
   return Corpus(vocab, vocab.encode(train), vocab.encode(val))
+
+
+def normalize(text: str, edition: str) -> str:
+  """The character-level part of an edition's preprocessing, for text read later (evaluation files, prefixes)."""
+  if edition in ("d2l_zh1", "d2l_2019"):
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text.lower() if edition == "d2l_2019" else text
+  if edition == "d2l_0x":
+    return " ".join(_NON_LETTERS.sub(" ", line).strip().lower() for line in text.splitlines())
+  if edition == "d2l_1x":
+    return _NON_LETTERS.sub(" ", text).lower()
+  return text
+
+
+def encode_text(text: str, vocab: vocab_lib.Vocab, edition: str) -> np.ndarray:
+  """``text`` through the edition's preprocessing into ids ``[n]``; tokens outside a vocabulary without ``<unk>``
+  are a ValueError that names them."""
+  units = list(normalize(text, edition)) if vocab.separator == "" else text.split()
+  if vocab.unk_id is None:
+    unknown = sorted(set(units) - set(vocab.tokens))
+    if unknown:
+      raise ValueError(f"{len(unknown)} token(s) are not in the run's vocabulary: {unknown[:10]}; use text written "
+                       f"with the corpus's characters.")
+  return vocab.encode(units)
 
 
 def load(data_config) -> Corpus:

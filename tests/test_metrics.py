@@ -1,0 +1,79 @@
+"""Metric writers and progress: TensorBoard tags are hierarchical, the final record is written once (JSON) with
+the config as hyperparameters, samples become text summaries, the writer closes on every exit path; the per-run
+plot is a PNG; progress lines carry k/N, elapsed and an ETA."""
+
+import json
+import struct
+
+import pytest
+from tensorboardX.proto import event_pb2
+
+from lstm_jax import metrics, plots, progress, workdir
+
+
+def _events(directory):
+  """Every Event in the TFRecord files under ``directory`` (length, crc, payload, crc per record)."""
+  events = []
+  for path in sorted(directory.rglob("events.out.tfevents.*")):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+      offset += 12 + length + 4
+  return events
+
+
+def test_records_go_to_json_lines_and_hierarchical_tensorboard_tags(tmp_path):
+  with metrics.MetricWriter(tmp_path) as writer:
+    writer.write(8, {"epoch": 1, "train_loss": 2.5, "train_perplexity": 12.2, "val_perplexity": 13.0,
+                     "tokens_per_sec": 1000.0, "train_perplexity_nan": float("nan")})
+    writer.write_texts(8, {"time traveller": "time traveller said"})
+    writer.write_final(8, {"train_perplexity": 12.2, "wall_time_sec": 3.0}, {"model": {"hidden_size": 4}})
+  records = workdir.read_metrics(tmp_path)
+  assert records[0]["train_perplexity"] == 12.2 and records[0]["train_perplexity_nan"] == "nan"
+  assert [r.get("final") for r in records] == [None, 1]  # the final record once
+  tags = {value.tag for event in _events(tmp_path / "tensorboard") for value in event.summary.value}
+  assert {"train/loss", "train/perplexity", "val/perplexity", "perf/tokens_per_sec", "progress/epoch"} <= tags
+  assert "train/perplexity_nan" not in tags  # non-finite numbers stay out of TensorBoard
+  assert any(tag.startswith("samples/") for tag in tags)
+  assert any("hparams" in tag for tag in tags)
+  assert metrics.tag("val_bits_per_token") == "val/bits_per_token" and metrics.tag("grad_norm") == "other/grad_norm"
+
+
+def test_the_writer_is_closed_when_the_block_raises(tmp_path):
+  with pytest.raises(FloatingPointError):
+    with metrics.MetricWriter(tmp_path) as writer:
+      raise FloatingPointError("loss became nan")
+  assert writer._tensorboard is None
+
+
+def test_run_plot_is_a_png_with_log_y_when_the_range_spans_a_decade(tmp_path):
+  records = [{"epoch": e, "train_perplexity": 40.0 / e, "val_perplexity": 45.0 / e} for e in range(1, 21)]
+  plots.plot_run(records, tmp_path / "perplexity.png", title="lstm")
+  assert (tmp_path / "perplexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert plots.spans_a_decade([40.0, 2.0]) and not plots.spans_a_decade([5.0, 1.0])
+
+
+def test_progress_eta_counts_this_sessions_units_only():
+  now = [100.0]
+  tracker = progress.Progress(total=10, done=4, clock=lambda: now[0])
+  assert tracker.eta() is None and "ETA ?" in tracker.timing()
+  now[0] = 106.0
+  tracker.advance(2)  # 2 epochs in 6 s: 3 s each, 4 left
+  assert tracker.eta() == pytest.approx(12.0)
+  assert tracker.timing() == "elapsed 6s  ETA 12s"
+  assert progress.duration(75) == "1m15s" and progress.duration(3725) == "1h02m"
+
+
+def test_batch_ticker_speaks_at_most_every_interval(capsys):
+  now = [0.0]
+  tracker = progress.Progress(total=3, clock=lambda: now[0])
+  ticker = progress.BatchTicker(tracker, every_sec=10.0)
+  assert not ticker.due()
+  now[0] = 11.0
+  assert ticker.due()
+  ticker.say(1, 50, 100, 50, 2.0)
+  assert not ticker.due()
+  assert "epoch 1/3  batch 50/100  step 50  loss 2.0000" in capsys.readouterr().out
+  assert not progress.BatchTicker(progress.Progress(3, quiet=True, clock=lambda: 1e9), 1.0).due()
