@@ -20,6 +20,7 @@ RECIPE_SECTIONS = ("seed", "data", "model", "optimizer")
 
 
 def default_config() -> ml_collections.ConfigDict:
+  """Every field with its one-line comment (one long function on purpose: the config reads as one table)."""
   c = ml_collections.ConfigDict()
   c.seed = 0                           # seeds init, data order (offsets, shuffles), dropout and sampling
 
@@ -59,6 +60,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 100.0    # the book's lr for clip 0.01 (update norm <= lr * clip = 1)
   c.optimizer.clip_norm = 0.01         # global-norm clipping threshold (<= 0: no clipping)
   c.optimizer.weight_decay = 0.0       # adamw only
+  c.optimizer.schedule = "constant"    # constant (the book) | warmup_cosine | warmup_linear | warmup_exponential
+  c.optimizer.warmup_steps = 0         # schedules: linear ramp from 0 over N steps
+  c.optimizer.decay_steps = 1000       # schedules: decay length (exponential: steps per decay_rate factor)
+  c.optimizer.end_fraction = 0.0       # schedules: final rate as a fraction of learning_rate
+  c.optimizer.decay_rate = 0.5         # warmup_exponential: factor per decay_steps
 
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 160             # passes over the training tokens

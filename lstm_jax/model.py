@@ -55,6 +55,8 @@ class LanguageModel:
   unroll: int = 1               # lax.scan unroll factor
   recurrence: str = "auto"      # see RECURRENCES
   matmul_dtype: str = "float32"  # float32 | bfloat16: operands of the layers' matmuls (accumulation, state: float32)
+  kernel_target: str = ""       # "": kernels for this machine; "cuda" / "tpu": compiled for that platform (to lower
+                                # train steps on a CPU with jax.export)
 
   @property
   def family(self):
@@ -84,7 +86,9 @@ class LanguageModel:
                        f"{matmul_lib.MATMUL_DTYPES}.")
     chosen = self.resolved_recurrence
     if chosen == "pallas":
-      return functools.partial(_pallas_recurrence(self.cell), matmul_dtype=jnp.dtype(self.matmul_dtype))
+      target = {"": {}, "cuda": dict(interpret=False, backend="triton"), "tpu": dict(interpret=False, backend="tpu")}
+      return functools.partial(_pallas_recurrence(self.cell), matmul_dtype=jnp.dtype(self.matmul_dtype),
+                               **target[self.kernel_target])
     if chosen == "fused_vjp":
       return cells.get(self.cell).fused_vjp
     return self.family.recurrence

@@ -109,3 +109,14 @@ def test_gpu_mode_gives_each_run_one_gpu_without_preallocation(tmp_path):
   seen = [(tmp_path / f"run{i}").read_text().split() for i in range(3)]
   assert all(prealloc == "false" for _, prealloc in seen)
   assert {gpu for gpu, _ in seen} == {"3", "5"} and seen[0][0] != seen[1][0]
+
+
+def test_generated_launch_scripts_pass_bash_syntax_check(tmp_path):
+  runs = sweep.expand(str(REPO / "experiments" / "lstm.py:corpus=timemachine"), "hidden", tmp_path)
+  for name, text in (("sweep.sbatch", sweep.slurm_script(runs, tmp_path)),
+                     ("tpu.sh", sweep.tpu_script(runs, "tpu", "zone")),
+                     ("gpu_benchmark.sh", (REPO / "launch" / "gpu_benchmark.sh").read_text())):
+    path = tmp_path / name
+    path.write_text(text)
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, (name, result.stderr)

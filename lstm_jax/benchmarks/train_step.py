@@ -135,6 +135,23 @@ def scratch_train_runner(workload: Workload, recurrence: str) -> Runner:
   return Runner(f"scratch, recurrence={recurrence}", call, workload.batch * workload.steps)
 
 
+def nnx_train_runner(workload: Workload) -> Runner:
+  """The language model in NNX form (``lstm_jax.nnx_model``) under the same jitted step as ours."""
+  from lstm_jax import nnx_model  # noqa: PLC0415
+  model = nnx_model.NnxLanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
+                                     init_scheme="pytorch")
+  optimizer = sgd_optimizer()
+  state = [train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=workload.batch)]
+  step = train_lib.compile_train_step(model, optimizer, carry_state=False)
+  inputs, targets = (jnp.asarray(a) for a in random_tokens(workload))
+
+  def call():
+    state[0], metrics = step(state[0], inputs, targets)
+    return metrics["nll_sum"]
+
+  return Runner("lstm_jax.nnx_model (NNX)", call, workload.batch * workload.steps)
+
+
 def _flax_train_runner(name: str, module, workload: Workload) -> Runner:
   """A Flax module ``tokens [B, T] -> logits [B, T, V]`` under the same jitted step as ours."""
   inputs, targets = (jnp.asarray(a) for a in random_tokens(workload))
@@ -287,7 +304,8 @@ def build_runners(workload: Workload) -> list[Runner]:
     runners = [scratch_generate_runner(workload, "fused_vjp"), scratch_generate_runner(workload, "scan")]
     return runners + torch_generate_runners(workload)
   runners = [scratch_train_runner(workload, "fused_vjp"), scratch_train_runner(workload, "scan"),
-             linen_train_runner(workload), flax_cell_train_runner(workload, "OptimizedLSTMCell"),
+             linen_train_runner(workload), nnx_train_runner(workload),
+             flax_cell_train_runner(workload, "OptimizedLSTMCell"),
              flax_cell_train_runner(workload, "LSTMCell"), torch_train_runner(workload)]
   return [r for r in runners if r is not None]
 

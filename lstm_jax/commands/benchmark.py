@@ -16,8 +16,18 @@ _THREADS = flags.DEFINE_integer("threads", 0, "PyTorch threads (0: the cores thi
 _PROFILE = flags.DEFINE_bool("profile", False, "Also print HLO op counts per scan step of the W1 scratch steps.")
 
 
+_LOWER_ONLY = flags.DEFINE_bool("lower_only", False, "Only lower the accelerator train steps (jax.export) and report "
+                                 "their custom calls; exits non-zero if one fails.")
+_PLATFORMS = flags.DEFINE_list("platforms", ["cuda", "tpu"], "Platforms for --lower_only.")
+
+
 def main(argv):
   del argv
+  if _LOWER_ONLY.value:
+    from lstm_jax.benchmarks import lowering  # noqa: PLC0415
+    lines, ok = lowering.lowering_report(_PLATFORMS.value)
+    print("\n".join(lines))
+    raise SystemExit(0 if ok else 1)
   unknown = sorted(set(_WORKLOADS.value) - set(train_step.WORKLOADS))
   if unknown:
     raise app.UsageError(f"Unknown workloads {unknown}; choose from {sorted(train_step.WORKLOADS)} "

@@ -1,0 +1,38 @@
+"""Whole accelerator train steps lower on a CPU-only machine (jax.export for cuda and tpu) with the kernels'
+custom calls in them, as the benchmark's --lower_only command reports."""
+
+import pathlib
+
+import pytest
+
+from lstm_jax.benchmarks import lowering
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_the_pallas_train_step_lowers_with_its_kernel(platform):
+  assert lowering.EXPECTED[platform] in lowering.lower_train_step(platform)
+
+
+def test_the_lowering_report_names_every_implementation_and_platform():
+  lines, ok = lowering.lowering_report(["cuda", "tpu"])
+  assert ok and len(lines) == 5
+  assert sum("ok: __gpu$xla.gpu.triton" in line for line in lines) == 2
+  assert sum("ok: tpu_custom_call" in line for line in lines) == 2
+
+
+@pytest.mark.slow
+def test_main_job_with_the_pallas_recurrence_ends_where_fused_vjp_does(tmp_path, real_data_dir):
+  """Three epochs of the main job with the kernels (interpret mode on CPU) against the hand-written backward."""
+  from lstm_jax import config as config_lib
+  from lstm_jax import train
+
+  finals = {}
+  for recurrence in ("pallas", "fused_vjp"):
+    config = config_lib.experiment_config(REPO / "experiments" / "timemachine_lstm.py")
+    config.data.data_dir = real_data_dir
+    config.model.recurrence = recurrence
+    config.train.num_epochs, config.train.generate_every_epochs, config.train.quiet = 3, 0, True
+    finals[recurrence] = train.train_and_evaluate(config, str(tmp_path / recurrence))["train_perplexity"]
+  assert abs(finals["pallas"] / finals["fused_vjp"] - 1) < 1e-3, finals
