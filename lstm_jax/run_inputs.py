@@ -4,8 +4,9 @@ that is missing or unreadable is a ``CheckpointError`` (exit 1). Nothing here wr
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from absl import flags
 
@@ -91,3 +92,16 @@ def check_decoding(vocab: Vocab, prefixes: list[str], num_tokens: int, method: s
     corpora.encode_text(text, vocab, edition)  # names tokens outside the vocabulary
     normalized.append(text)
   return normalized
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+  """The commands' exits: a missing or unreadable run or corpus is one line and status 1, a bad flag value one
+  line and status 2; nothing else is caught."""
+  try:
+    yield
+  except (checkpoint_lib.CheckpointError, corpora.CorpusError, OSError) as e:
+    sys.exit(f"error: {e}")
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

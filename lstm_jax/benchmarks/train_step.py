@@ -119,10 +119,9 @@ def sgd_optimizer() -> optax.GradientTransformation:
 # ---------------------------------------------------------------------------------------------------- train steps
 
 
-def scratch_train_runner(workload: Workload, recurrence: str) -> Runner:
-  """Our model and our own jitted ``lstm_jax.train.train_step`` (state donated, zero initial carry)."""
-  model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
-                                  init_scheme="pytorch", recurrence=recurrence)
+def _model_train_runner(name: str, model, workload: Workload) -> Runner:
+  """A model with the functional interface (``init``, ``apply``, ``zero_carry``) under our own jitted
+  ``lstm_jax.train.train_step`` (state donated, zero initial carry)."""
   optimizer = sgd_optimizer()
   state = [train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=workload.batch)]
   step = train_lib.compile_train_step(model, optimizer, carry_state=False)
@@ -132,24 +131,22 @@ def scratch_train_runner(workload: Workload, recurrence: str) -> Runner:
     state[0], metrics = step(state[0], inputs, targets)
     return metrics["nll_sum"]
 
-  return Runner(f"scratch, recurrence={recurrence}", call, workload.batch * workload.steps)
+  return Runner(name, call, workload.batch * workload.steps)
+
+
+def scratch_train_runner(workload: Workload, recurrence: str) -> Runner:
+  """Our scratch model with the given recurrence."""
+  model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
+                                  init_scheme="pytorch", recurrence=recurrence)
+  return _model_train_runner(f"scratch, recurrence={recurrence}", model, workload)
 
 
 def nnx_train_runner(workload: Workload) -> Runner:
-  """The language model in NNX form (``lstm_jax.nnx_model``) under the same jitted step as ours."""
+  """The language model in NNX form (``lstm_jax.nnx_model``)."""
   from lstm_jax import nnx_model  # noqa: PLC0415
   model = nnx_model.NnxLanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
                                      init_scheme="pytorch")
-  optimizer = sgd_optimizer()
-  state = [train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=workload.batch)]
-  step = train_lib.compile_train_step(model, optimizer, carry_state=False)
-  inputs, targets = (jnp.asarray(a) for a in random_tokens(workload))
-
-  def call():
-    state[0], metrics = step(state[0], inputs, targets)
-    return metrics["nll_sum"]
-
-  return Runner("lstm_jax.nnx_model (NNX)", call, workload.batch * workload.steps)
+  return _model_train_runner("lstm_jax.nnx_model (NNX)", model, workload)
 
 
 def _flax_train_runner(name: str, module, workload: Workload) -> Runner:

@@ -6,14 +6,11 @@ run's edition preprocessing. Without ``--split``: the validation split where the
 Exit status 2 for a bad flag, 1 for a missing or unreadable run; nothing is written.
 """
 
-import sys
-
 from absl import app, flags, logging
 
 from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import evaluate as evaluate_lib
 from lstm_jax import run_inputs
-from lstm_jax.data import corpora
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir holding checkpoints/.", required=True)
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step, 'best', or empty for the latest.")
@@ -27,7 +24,7 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
-  try:
+  with run_inputs.one_line_errors():
     model, params, vocab, config = checkpoint_lib.load_params(_WORKDIR.value, run_inputs.parse_step(_STEP.value))
     if _TEXT_FILE.value:
       ids, source = run_inputs.text_ids(_TEXT_FILE.value, vocab, config), _TEXT_FILE.value
@@ -38,11 +35,6 @@ def main(argv):
     else:
       result = evaluate_lib.evaluate_ids(model, params, ids, _BATCH_SIZE.value or config.data.batch_size,
                                          config.data.num_steps)
-  except (checkpoint_lib.CheckpointError, corpora.CorpusError, OSError) as e:
-    sys.exit(f"error: {e}")
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   print(f"{source}: perplexity {result.perplexity:.4f} (NLL {result.mean_nll:.4f} +- {result.stderr_nll:.4f} nats), "
         f"{result.bits_per_token:.4f} bits per token, {result.num_tokens} tokens")
 

@@ -5,8 +5,6 @@ Prefixes go through the run's edition preprocessing (the 2019 book lowercases). 
 has, whichever device setup wrote the checkpoint. Exit status 2 for a bad flag, 1 for a missing or unreadable run.
 """
 
-import sys
-
 from absl import app, flags, logging
 
 from lstm_jax import checkpoint as checkpoint_lib
@@ -27,15 +25,10 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
-  try:
+  with run_inputs.one_line_errors():
     model, params, vocab, config = checkpoint_lib.load_params(_WORKDIR.value, run_inputs.parse_step(_STEP.value))
     prefixes = run_inputs.check_decoding(vocab, _PREFIX.value, _NUM_TOKENS.value, _METHOD.value, _TEMPERATURE.value,
                                          _TOP_K.value, config.data.edition)
-  except (checkpoint_lib.CheckpointError, OSError) as e:
-    sys.exit(f"error: {e}")
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   for prefix in prefixes:
     print(generate.generate_text(model, params, vocab, prefix, _NUM_TOKENS.value, method=_METHOD.value,
                                  temperature=_TEMPERATURE.value, top_k=_TOP_K.value, seed=_SEED.value))
