@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from lstm_jax import config as config_lib
@@ -67,7 +68,7 @@ class Checkpointer:
     """Starts an asynchronous save of ``state`` (any pytree of arrays) at ``step``; raises an earlier save's error.
     ``fingerprint``: the corpus's (``corpora.fingerprint``), checked when the run resumes."""
     self.manager.check_for_errors()
-    host_state = jax.device_get(state)
+    host_state = host_copy(state)
     meta = {"config": config.to_dict(), "vocab": vocab.to_json(), "step": int(step),
             "corpus_fingerprint": fingerprint}
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
@@ -102,6 +103,18 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def host_copy(tree: Any) -> Any:
+  """NumPy copies of every array of ``tree``; arrays split over several processes are gathered first (a
+  collective: every process of a multi-host job calls this at the same point), so each process holds the whole
+  state and orbax writes it once, from the primary process."""
+  def copy(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x, tiled=True)  # the global value (host values would be stacked)
+    return jax.device_get(x)
+
+  return jax.tree.map(copy, tree)
 
 
 def check_compatible(saved_config: dict[str, Any], config: ml_collections.ConfigDict, where: str) -> None:

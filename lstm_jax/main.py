@@ -1,6 +1,6 @@
 """Entry point: ``python -m lstm_jax.main --config experiments/timemachine_lstm.py --workdir runs/tm``.
 
-Set ``LSTM_JAX_DISTRIBUTED=1`` on every host of a multi-host job to call ``jax.distributed.initialize()``.
+Set ``LSTM_JAX_DISTRIBUTED=1`` on every process of a multi-host job (``lstm_jax.multihost``).
 Any config field can be overridden with ``--config.section.field=value``; unknown fields are an error.
 """
 
@@ -21,15 +21,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if os.environ.get("LSTM_JAX_DISTRIBUTED") == "1":  # multi-host (TPU VM workers, SLURM): join one JAX job
-    jax.distributed.initialize()
-  from lstm_jax import train  # after flag parsing, so --help is fast
+  from lstm_jax import checkpoint, multihost, train, validation  # after flag parsing, so --help is fast
+  from lstm_jax.data import corpora
+  try:
+    multihost.initialize_if_asked(os.environ)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-  from lstm_jax import checkpoint
-  from lstm_jax.data import corpora
-  from lstm_jax import validation
   try:
     summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
   except validation.ConfigError as e:
@@ -37,6 +37,8 @@ def main(argv):
     sys.exit(2)
   except (train.NonFiniteLossError, checkpoint.CheckpointError, corpora.CorpusError, OSError, ValueError) as e:
     sys.exit(f"error: {e}")
+  if jax.process_index() != 0:  # a multi-host job reports through process 0
+    return
   print(f"final training perplexity {summary['train_perplexity']:.4f}"
         + (f", validation perplexity {summary['val_perplexity']:.4f}" if "val_perplexity" in summary else "")
         + f", wall time {summary['wall_time_sec']:.1f} s", flush=True)

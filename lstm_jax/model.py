@@ -29,16 +29,18 @@ Carry = tuple[Any, ...]  # one carry per layer
 
 # How the recurrence runs and is differentiated. "scan": autodiff through the cell's lax.scan; "fused_vjp": a
 # hand-written whole-sequence backward (same results, faster; the cells in FUSED_VJP); "pallas": the Pallas kernels
-# of lstm_jax.kernels (the cells in PALLAS; interpret mode on CPU, for tests); "auto": pallas on GPU/TPU where a
-# kernel exists, else fused_vjp where one exists, else scan.
+# of lstm_jax.kernels (the cells in PALLAS: lstm_pallas, rnn_pallas, gru_pallas for the reset-after GRU; interpret
+# mode on CPU, for tests); "auto": pallas on GPU/TPU where a kernel exists, else fused_vjp where one exists, else scan.
 RECURRENCES = ("auto", "scan", "fused_vjp", "pallas")
 FUSED_VJP = tuple(name for name, family in cells.REGISTRY.items() if family.fused_vjp is not None)
-PALLAS = ("lstm",)
+PALLAS = ("lstm", "rnn", "gru_reset_after")
 
 
 def _pallas_recurrence(cell: str):
-  from lstm_jax.kernels import lstm_pallas  # noqa: PLC0415 (Pallas imports only when a kernel is asked for)
-  return {"lstm": lstm_pallas.recurrence}[cell]
+  # Pallas imports only when a kernel is asked for.
+  from lstm_jax.kernels import gru_pallas, lstm_pallas, rnn_pallas  # noqa: PLC0415
+  kernels = {"lstm": lstm_pallas, "rnn": rnn_pallas, "gru_reset_after": gru_pallas}
+  return kernels[cell].recurrence
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,6 +58,7 @@ def plot_run(records: list[dict[str, Any]], path, title: str = "") -> None:
       values += [y for _, y in points]
   if spans_a_decade(values):
     plain_log_y(axis)
+  axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole numbers
   axis.set_xlabel("epoch")
   axis.set_ylabel("perplexity")
   axis.set_title(title)

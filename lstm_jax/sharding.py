@@ -2,8 +2,8 @@
 dimension (the batch in data-parallel training, the members in population training); everything else replicated.
 
 On a single device every function returns its input unchanged, so one code path serves 1 and N devices. Every
-process of a multi-host job computes the same global arrays (batches are a pure function of seed and epoch), and
-``jax.device_put`` keeps the shards that live on its own devices.
+process of a multi-host job computes the same global arrays (batches are a pure function of seed and epoch,
+parameters of the seed), and ``put`` builds the global array from the shards that live on its own devices.
 """
 
 from __future__ import annotations
@@ -34,17 +34,30 @@ def replicated(mesh_: Mesh) -> NamedSharding:
   return NamedSharding(mesh_, PartitionSpec())
 
 
+def put(x: Any, sharding: NamedSharding) -> jax.Array:
+  """``jax.device_put`` that also reaches devices of other processes: every process passes the same global value
+  ``x`` and contributes the shards of its own devices (``jax.make_array_from_callback``)."""
+  if sharding.is_fully_addressable:
+    return jax.device_put(x, sharding)
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already global: reshard inside XLA
+    return x if x.sharding == sharding else jax.jit(lambda a: a, out_shardings=sharding)(x)
+  if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):  # typed keys travel as their key data
+    return jax.random.wrap_key_data(put(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def split_leading(tree: Any, mesh_: Mesh) -> Any:
   """Places every array of ``tree`` split along its leading dimension (replicated where it does not divide)."""
   if mesh_.size == 1:
     return tree
-  return jax.tree.map(lambda x: jax.device_put(x, leading_axis(mesh_, np.shape(x)[0])), tree)
+  return jax.tree.map(lambda x: put(x, leading_axis(mesh_, np.shape(x)[0])), tree)
 
 
 def replicate(tree: Any, mesh_: Mesh) -> Any:
   if mesh_.size == 1:
     return tree
-  return jax.device_put(tree, replicated(mesh_))
+  return jax.tree.map(lambda x: put(x, replicated(mesh_)), tree)
 
 
 def place_train_state(state: Any, mesh_: Mesh) -> Any:

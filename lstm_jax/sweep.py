@@ -6,6 +6,10 @@ script, or the command that starts every TPU-VM worker.
 Each run gets its own workdir named after its overrides (``<root>/<sweep>/hidden_size=128``). Re-running a sweep
 skips finished runs (a ``"final"`` record in ``metrics.jsonl``) and resumes interrupted ones from their latest
 checkpoint (``lstm_jax.main`` resumes a workdir automatically).
+
+The SLURM script is ``launch/slurm_array.sbatch`` filled in (``render_slurm``); for a runs file of your own (one
+command per line): ``python -m lstm_jax.commands.sweep --mode slurm --runs_file runs.txt --slurm_time=04:00:00
+--slurm_gpus=1 > job.sbatch``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -138,6 +143,7 @@ class Cluster:
   mem: str = "16G"              # SLURM --mem per run
   partition: str = ""           # SLURM --partition ("": the cluster's default)
   cpus: int = 4                 # SLURM --cpus-per-task
+  gpus: int = 1                 # SLURM --gres=gpu:N per run (0: none)
   setup: str = ""               # e.g. "source ~/lstm_jax/.venv/bin/activate" ("": the venv running this command)
 
 
@@ -147,21 +153,74 @@ def _default_setup() -> str:
   return f"source {shlex.quote(str(activate))}" if activate.exists() else ""
 
 
+SLURM_TEMPLATE = pathlib.Path(__file__).parent / "templates" / "slurm_array.sbatch"  # launch/ links to it
+_PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+def render(template: str, values: dict[str, object]) -> str:
+  """Fills the ``@NAME@`` placeholders of a ``launch/`` template with ``values`` (inserted as given: quote shell
+  words yourself). An ``#SBATCH`` line whose value is empty is left out, so the cluster's default applies. A
+  placeholder without a value, or a value that no placeholder uses, is an error."""
+  names = set(_PLACEHOLDER.findall(template))
+  if missing := sorted(names - set(values)):
+    raise ValueError(f"No value for the template's placeholders {missing}.")
+  if unused := sorted(set(values) - names):
+    raise ValueError(f"The template has no placeholders {unused}.")
+  lines = []
+  for line in template.splitlines(keepends=True):
+    found = _PLACEHOLDER.findall(line)
+    if line.startswith("#SBATCH") and found:
+      if any(str(values[name]) == "" for name in found):
+        continue
+      if any("\n" in str(values[name]) for name in found):
+        raise ValueError(f"An #SBATCH value has a line break: {[values[name] for name in found]}.")
+    lines.append(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), line))
+  return "".join(lines)
+
+
+def count_run_lines(text: str) -> int:
+  """The runs in a runs file: its lines that are neither blank nor comments (the launch/ scripts' rule)."""
+  return sum(1 for line in text.splitlines() if line.split() and not line.split()[0].startswith("#"))
+
+
+def runs_file(runs: list[Run]) -> str:
+  """A runs file: one shell command per line, as the launch/ scripts read it."""
+  return "".join(run.shell() + "\n" for run in runs)
+
+
+def slurm_for_runs_file(runs_path: str | pathlib.Path, cluster: Cluster = Cluster(), job_name: str = "lstm_jax") -> str:
+  """The SLURM array script of a runs file of your own (one command per line, blank and ``#`` lines skipped)."""
+  return render_slurm(runs_path, count_run_lines(pathlib.Path(runs_path).read_text()), cluster, job_name=job_name)
+
+
+def render_slurm(runs_path: str | pathlib.Path, num_runs: int, cluster: Cluster = Cluster(),
+                 job_name: str = "lstm_jax", output: str | None = None, chdir: str | pathlib.Path | None = None,
+                 template: str | pathlib.Path = SLURM_TEMPLATE) -> str:
+  """``launch/slurm_array.sbatch`` filled in: an array of ``num_runs`` tasks, task i running the i-th run of the
+  runs file ``runs_path`` in ``chdir`` (default: here) after ``cluster.setup`` (default: this environment's
+  activation). Logs go to ``output`` (default: ``slurm-%A_%a.out`` beside the runs file)."""
+  if num_runs < 1:
+    raise ValueError("A SLURM array needs at least one run.")
+  runs_path = pathlib.Path(runs_path).absolute()
+  values = {
+      "JOB_NAME": job_name, "ARRAY": f"0-{num_runs - 1}", "TIME": cluster.time, "MEM": cluster.mem,
+      "CPUS": cluster.cpus or "", "GPUS": cluster.gpus or "", "PARTITION": cluster.partition,
+      "OUTPUT": output or f"{runs_path.parent}/slurm-%A_%a.out",
+      "CHDIR": shlex.quote(str(pathlib.Path(chdir or pathlib.Path.cwd()).absolute())),
+      "SETUP": cluster.setup or _default_setup(), "RUNS_FILE": shlex.quote(str(runs_path)),
+  }
+  template = pathlib.Path(template)
+  text = render(template.read_text(), values)
+  shebang, _, rest = text.partition("\n")
+  return f"{shebang}\n# Rendered from launch/{template.name} by lstm_jax.sweep.render_slurm.\n{rest}"
+
+
 def slurm_script(runs: list[Run], root: pathlib.Path, cluster: Cluster = Cluster()) -> str:
-  """A SLURM array job, one run per task, with absolute paths (sbatch may start it from any directory)."""
+  """A SLURM array job, one run per task, with absolute paths (sbatch may start it from any directory): the
+  template ``launch/slurm_array.sbatch`` reading ``<root>/runs.txt`` (which ``runs_file(runs)`` gives)."""
   root = pathlib.Path(root).absolute()
-  header = ["#!/bin/bash", f"#SBATCH --job-name=lstm_jax-{root.name}", f"#SBATCH --array=0-{len(runs) - 1}",
-            "#SBATCH --gres=gpu:1", f"#SBATCH --cpus-per-task={cluster.cpus}", f"#SBATCH --mem={cluster.mem}",
-            f"#SBATCH --time={cluster.time}", f"#SBATCH --output={root}/slurm-%A_%a.out"]
-  if cluster.partition:
-    header.append(f"#SBATCH --partition={cluster.partition}")
-  setup = cluster.setup or _default_setup()
-  lines = header + ["set -euo pipefail", f"cd {shlex.quote(str(pathlib.Path.cwd()))}"]
-  lines += [setup] if setup else []
-  lines += ['python -c "import jax; print(jax.devices())"  # fails the task early on a node without the GPU jaxlib',
-            "COMMANDS=("] + [f"  {shlex.quote(run.shell())}" for run in runs]
-  lines += [")", 'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"']
-  return "\n".join(lines) + "\n"
+  return render_slurm(root / "runs.txt", len(runs), cluster, job_name=f"lstm_jax-{root.name}",
+                      output=f"{root}/slurm-%A_%a.out")
 
 
 def tpu_script(runs: list[Run], name: str, zone: str, repo: str = "~/lstm_jax") -> str:
@@ -216,9 +275,14 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
       configs = [run_config(config_spec, points[run.name], extra) for run in pending]
       population.train_population(configs, [run.workdir for run in pending])
   elif mode == "slurm":
+    if not pending:
+      print("Every run has finished; nothing to submit.")
+      return
     sweep_root.mkdir(parents=True, exist_ok=True)
+    (sweep_root / "runs.txt").write_text(runs_file(pending))
     (sweep_root / "sweep.sbatch").write_text(slurm_script(pending, sweep_root, cluster))
-    print(f"Wrote {sweep_root / 'sweep.sbatch'}; submit it with: sbatch {sweep_root / 'sweep.sbatch'}")
+    print(f"Wrote {sweep_root / 'sweep.sbatch'} (one task per line of {sweep_root / 'runs.txt'}); submit it with: "
+          f"sbatch {sweep_root / 'sweep.sbatch'}")
   elif mode == "tpu":
     sweep_root.mkdir(parents=True, exist_ok=True)
     (sweep_root / "tpu.sh").write_text(tpu_script(pending, tpu_name, tpu_zone))

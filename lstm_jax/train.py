@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
@@ -239,7 +240,8 @@ def restore_or_init(run: Run) -> SavedState:
     checkpoint_lib.check_fingerprint(meta, run.corpus_fingerprint, where)
     saved = SavedState.from_tree(run.checkpointer.restore_state(latest, abstract_saved_state(state)))
     workdir_lib.truncate_metrics(run.workdir, latest)
-    print(f"Resumed from checkpoint step {latest} (epoch {saved.epoch}, batch {saved.batch}).", flush=True)
+    if jax.process_index() == 0:
+      print(f"Resumed from checkpoint step {latest} (epoch {saved.epoch}, batch {saved.batch}).", flush=True)
   run.last_good_step = latest
   saved.state = sharding_lib.place_train_state(saved.state, run.devices)
   return saved
@@ -327,15 +329,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, 
   """
   run = start_run(config, workdir)
   workdir_lib.prepare(workdir)
-  with workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-    if not config.train.resume:
+  primary = jax.process_index() == 0  # in a multi-host job, process 0 owns the workdir's lock and files
+  with workdir_lib.lock(workdir) if primary else contextlib.nullcontext():
+    if not config.train.resume and primary:
       aside = workdir_lib.set_aside(workdir)
       if aside is not None:
         print(f"Starting fresh: earlier checkpoints moved to {aside}", flush=True)
+    if jax.process_count() > 1:  # the others start once process 0 holds the lock and has set earlier runs aside
+      multihost_utils.sync_global_devices("lstm_jax workdir ready")
     run.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
     try:
       saved = restore_or_init(run)
-      if jax.process_index() == 0:
+      if primary:
         workdir_lib.write_config(workdir, config.to_dict(), vocab_size=len(run.corpus.vocab))
       with metrics_lib.MetricWriter(workdir) as run.writer:
         return _train_epochs(run, saved)
@@ -351,7 +356,8 @@ def _train_epochs(run: Run, saved: SavedState) -> dict[str, Any]:
     summary = {**finished[-1], "wall_time_sec": 0.0}
     run.writer.write_final(int(saved.state.step), summary)
     return summary
-  run.progress = progress_lib.Progress(run.num_epochs, done=saved.epoch - 1, quiet=config.train.quiet)
+  quiet = config.train.quiet or jax.process_index() != 0  # a multi-host job speaks through process 0
+  run.progress = progress_lib.Progress(run.num_epochs, done=saved.epoch - 1, quiet=quiet)
   run.ticker = progress_lib.BatchTicker(run.progress, config.train.progress_every_sec)
   summary: dict[str, Any] = {}
   with StopRequest() as stop:

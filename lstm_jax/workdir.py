@@ -53,7 +53,7 @@ def prepare(workdir: PathLike) -> epath.Path:
   root = path(workdir)
   try:
     root.mkdir(parents=True, exist_ok=True)
-    probe = root / ".write_test"
+    probe = root / f".write_test-{socket.gethostname()}-{os.getpid()}"  # one per process of a multi-host job
     probe.write_text("")
     probe.unlink()
   except ImportError as e:  # epath names the missing filesystem package (gcsfs for gs://, s3fs for s3://)

@@ -14,7 +14,7 @@ def tiny_text() -> str:
   return line * 40
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data_dir() -> str:
   """The directory holding the real corpora (LSTM_JAX_DATA_DIR, else ../shared/data); skips when absent."""
   directory = os.environ.get("LSTM_JAX_DATA_DIR") or (str(SHARED_DATA) if SHARED_DATA.is_dir() else "")

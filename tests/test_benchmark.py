@@ -51,3 +51,32 @@ def test_forward_only_timing_covers_ours_flax_and_pytorch_when_installed():
   seconds = profile.forward_seconds(tiny, rounds=1, calls=1)
   assert seconds["scratch"] > 0 and seconds["flax LSTMCell (nn.RNN)"] > 0
   assert ("pytorch" in seconds) == (benchmark.torch_module() is not None)
+
+
+def test_ratios_divide_by_the_pytorch_and_the_cudnn_rows_round_by_round():
+  workload = benchmark.WORKLOADS["tiny"]
+  runners = [benchmark.Runner("ours", lambda: None, 1, rates=[300.0, 200.0, 500.0]),
+             benchmark.Runner("cudnn", lambda: None, 1, reference="cudnn", rates=[100.0, 100.0, 250.0]),
+             benchmark.Runner("torch", lambda: None, 1, reference="torch", rates=[150.0, 50.0, 100.0])]
+  ours, cudnn, torch = benchmark.summarise(workload, runners, peak=1e11)
+  assert ours.ratio_cudnn == 2.0 and ours.ratio == 4.0  # medians of (3, 2, 2) and (2, 4, 5)
+  assert cudnn.ratio_cudnn == 1.0 and torch.ratio == 1.0
+  table = benchmark.markdown_table([ours, cudnn, torch], peak=1e11)
+  assert "| x PyTorch | x cuDNN (jax) |" in table and "| tiny | ours | 300 | 200-500 | 4.00 (noisy) | 2.00 (noisy) |" in table
+
+
+def test_implementations_are_chosen_by_name_and_unknown_names_are_refused(monkeypatch):
+  from lstm_jax import cudnn_model
+  from lstm_jax.interop import cudnn
+
+  tiny = benchmark.WORKLOADS["tiny"]
+  assert benchmark.cudnn_train_runner(tiny) is None or cudnn.cudnn_available()  # no row where cuDNN cannot run
+  monkeypatch.setattr(cudnn_model, "cudnn_layers", cudnn.reference_layers)  # cuDNN's pure-JAX reference on CPU
+  runners = benchmark.build_runners(tiny, ("pallas_bf16", "cudnn"))
+  assert [r.name for r in runners] == ["scratch, recurrence=pallas (bfloat16)", "cuDNN LSTM (jax.experimental.rnn)"]
+  assert runners[1].reference == "cudnn"
+  assert all(np.isfinite(float(r.call())) for r in runners)
+  with pytest.raises(ValueError, match="Unknown implementations"):
+    benchmark.build_runners(tiny, ("pallas", "cuda_magic"))
+  for backend, names in benchmark.DEFAULT_IMPLEMENTATIONS.items():
+    assert set(names) <= set(benchmark.IMPLEMENTATIONS), backend

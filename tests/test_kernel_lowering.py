@@ -5,6 +5,7 @@ import pathlib
 
 import pytest
 
+from lstm_jax import model as model_lib
 from lstm_jax.benchmarks import lowering
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -17,9 +18,25 @@ def test_the_pallas_train_step_lowers_with_its_kernel(platform):
 
 def test_the_lowering_report_names_every_implementation_and_platform():
   lines, ok = lowering.lowering_report(["cuda", "tpu"])
-  assert ok and len(lines) == 5
-  assert sum("ok: __gpu$xla.gpu.triton" in line for line in lines) == 2
-  assert sum("ok: tpu_custom_call" in line for line in lines) == 2
+  pallas_lines = [line for line in lines if line.startswith("pallas ")]  # per cell: 2 platforms x 2 dtypes
+  assert ok and len(pallas_lines) == 4 * len(model_lib.PALLAS)
+  assert sum("ok: __gpu$xla.gpu.triton" in line for line in pallas_lines) == 2 * len(model_lib.PALLAS)
+  assert sum("ok: tpu_custom_call" in line for line in pallas_lines) == 2 * len(model_lib.PALLAS)
+  for cell in model_lib.PALLAS:
+    assert sum(line.startswith(f"pallas {cell} (") for line in pallas_lines) == 4, cell
+  cudnn_lines = [line for line in lines if line.startswith("cudnn ")]
+  assert len(cudnn_lines) == 1 and " cuda  ok" in cudnn_lines[0]
+
+
+def test_the_cudnn_train_step_reaches_cudnns_forward_and_backward():
+  """Lowered with the CUDA jaxlib; on a CPU jaxlib traced down to the primitives that lower to cuDNN's calls."""
+  how, found = lowering.cudnn_train_step()
+  if how == "lowered":
+    assert set(lowering.CUDNN_CALLS) <= {call.split("@")[-1] for call in found}, found
+  else:
+    assert found == list(lowering.CUDNN_PRIMITIVES)
+  from jax._src.lib import gpu_rnn
+  assert gpu_rnn is None or how == "lowered" or not hasattr(gpu_rnn, "compute_rnn_workspace_reserve_space_sizes")
 
 
 @pytest.mark.slow

@@ -3,25 +3,26 @@ the config as hyperparameters, samples become text summaries, the writer closes 
 plot is a PNG; progress lines carry k/N, elapsed and an ETA."""
 
 import json
-import struct
-
 import pytest
-from tensorboardX.proto import event_pb2
+from tensorboard.backend.event_processing import event_accumulator
 
 from lstm_jax import metrics, plots, progress, workdir
 
 
-def _events(directory):
-  """Every Event in the TFRecord files under ``directory`` (length, crc, payload, crc per record)."""
-  events = []
-  for path in sorted(directory.rglob("events.out.tfevents.*")):
-    data = path.read_bytes()
-    offset = 0
-    while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
-      offset += 12 + length + 4
-  return events
+def _tags(directory) -> set[str]:
+  """Every tag TensorBoard's own event reader finds in the runs under ``directory`` (scalars, tensors, and the
+  text and hparams plugins' summaries)."""
+  tags = set()
+  for run in sorted({path.parent for path in directory.rglob("events.out.tfevents.*")}):
+    accumulator = event_accumulator.EventAccumulator(str(run), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    tags |= {tag for kind in ("scalars", "tensors") for tag in accumulator.Tags()[kind]}
+    for plugin in ("hparams", "text"):
+      try:
+        tags |= set(accumulator.PluginTagToContent(plugin))
+      except KeyError:  # no summary of that plugin in this run
+        pass
+  return tags
 
 
 def test_records_go_to_json_lines_and_hierarchical_tensorboard_tags(tmp_path):
@@ -33,7 +34,7 @@ def test_records_go_to_json_lines_and_hierarchical_tensorboard_tags(tmp_path):
   records = workdir.read_metrics(tmp_path)
   assert records[0]["train_perplexity"] == 12.2 and records[0]["train_perplexity_nan"] == "nan"
   assert [r.get("final") for r in records] == [None, 1]  # the final record once
-  tags = {value.tag for event in _events(tmp_path / "tensorboard") for value in event.summary.value}
+  tags = _tags(tmp_path / "tensorboard")
   assert {"train/loss", "train/perplexity", "val/perplexity", "perf/tokens_per_sec", "progress/epoch"} <= tags
   assert "train/perplexity_nan" not in tags  # non-finite numbers stay out of TensorBoard
   assert any(tag.startswith("samples/") for tag in tags)
@@ -53,6 +54,14 @@ def test_run_plot_is_a_png_with_log_y_when_the_range_spans_a_decade(tmp_path):
   plots.plot_run(records, tmp_path / "perplexity.png", title="lstm")
   assert (tmp_path / "perplexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert plots.spans_a_decade([40.0, 2.0]) and not plots.spans_a_decade([5.0, 1.0])
+
+
+def test_run_plot_ticks_whole_epochs_only(tmp_path, monkeypatch):
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+  plots.plot_run([{"epoch": 1, "train_perplexity": 27.2}, {"epoch": 2, "train_perplexity": 20.8}], tmp_path / "p.png")
+  ticks = figures[0].axes[0].get_xticks()
+  assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_progress_eta_counts_this_sessions_units_only():

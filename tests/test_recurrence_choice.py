@@ -13,7 +13,8 @@ def _model(**kwargs):
 
 @pytest.mark.parametrize("backend,cell,expected", [
     ("cpu", "lstm", "fused_vjp"), ("cpu", "rnn", "fused_vjp"), ("cpu", "gru", "scan"),
-    ("gpu", "lstm", "pallas"), ("tpu", "lstm", "pallas"), ("gpu", "rnn", "fused_vjp"), ("tpu", "gru", "scan")])
+    ("gpu", "lstm", "pallas"), ("tpu", "lstm", "pallas"), ("gpu", "rnn", "pallas"), ("tpu", "gru", "scan"),
+    ("tpu", "gru_reset_after", "pallas"), ("cpu", "gru_reset_after", "scan")])
 def test_auto_follows_the_backend(monkeypatch, backend, cell, expected):
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
   assert _model(cell=cell).resolved_recurrence == expected

@@ -3,25 +3,31 @@
     python -m lstm_jax.commands.benchmark            # all workloads, 7 rounds (a few minutes on 2 cores)
     python -m lstm_jax.commands.benchmark --quick    # 3 shorter rounds
     python -m lstm_jax.commands.benchmark --workloads=W1 --markdown=/tmp/bench.md --profile
+    python -m lstm_jax.commands.benchmark --workloads=W1,W2,W4   # on a GPU: adds pallas, bf16, cuDNN, torch CUDA
 
-Workloads (vocabulary 28, fp32):
+Workloads (vocabulary 28):
 
-- W1, the book's: 1 layer x 256, batch 32, 35 steps; W2, char-RNN size: 2 layers x 512, batch 64, 100 steps.
-  One full train step each: one-hot inputs, LSTM, dense output layer, token-mean cross-entropy, backward,
-  global-norm clipping and an SGD update, from a zero state.
+- W1, the book's: 1 layer x 256, batch 32, 35 steps; W2, char-RNN size: 2 layers x 512, batch 64, 100 steps;
+  W4, accelerator size: 2 layers x 1024, batch 128, 100 steps; "tiny" (1 x 16, batch 4, 5 steps) checks the
+  command itself. One full train step each: one-hot inputs, LSTM, dense output layer, token-mean cross-entropy,
+  backward, global-norm clipping and an SGD update, from a zero state.
 - W3, generation: hidden 256, batch 1, 1000 tokens. Ours decodes greedily inside one compiled loop
   (``lstm_jax.generate.generate_ids``); PyTorch runs the 1000 steps as one teacher-forced forward call, and as
   the book's per-token Python loop.
 
-Implementations: the scratch model (``lstm_jax.model``) with ``recurrence`` "scan" (autodiff through
-``lax.scan``) and "fused_vjp" (hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``); our linen module
-(``lstm_jax.linen.RecurrentLayer``); Flax ``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch
-``nn.LSTM`` + ``nn.Linear`` + ``clip_grad_norm_`` + SGD when torch is installed (``torch.set_num_threads`` = cores).
+Implementations (``IMPLEMENTATIONS``; ``DEFAULT_IMPLEMENTATIONS`` per backend, ``--implementations`` to choose):
+the scratch model (``lstm_jax.model``) with ``recurrence`` "scan" (autodiff through ``lax.scan``), "fused_vjp"
+(hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``) and "pallas" (``lstm_jax.kernels``; interpret mode on
+a CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``); cuDNN through ``jax.experimental.rnn``
+(``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.linen.RecurrentLayer``) and NNX model; Flax
+``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch ``nn.LSTM`` + ``nn.Linear`` +
+``clip_grad_norm_`` + SGD when torch is installed, on CUDA (cuDNN) when torch sees a GPU, else on the CPU
+(``torch.set_num_threads`` = cores).
 
 Method: every implementation is compiled and warmed up first (compile time reported on its own), then all of
 them run in interleaved rounds, each timing enough calls for ~0.5 s (0.2 s with ``--quick``). The table gives the
 median and min-max over rounds; "x PyTorch" is the median over rounds of the per-round speed ratio (> 1: faster
-than PyTorch; for W3 the latency ratio PyTorch one-call / ours). "% peak" is model FLOP/s (3x the forward's
+than PyTorch; for W3 the latency ratio PyTorch one-call / ours); "x cuDNN" the same against the cuDNN row. "% peak" is model FLOP/s (3x the forward's
 matmul FLOPs; the one-hot input projection is a gather and counts 0) over the fp32 matmul rate this command
 measures (best of several 2048^3 XLA matmuls). The machine may be shared: read ratios, not absolute numbers;
 rows whose rounds spread by more than 25% are marked "(noisy)" and listed in a warning. PyTorch's
@@ -78,6 +84,8 @@ WORKLOADS = {
     "W1": Workload("W1", "book: 1x256, batch 32, 35 steps", 1, 256, 32, 35),
     "W2": Workload("W2", "char-RNN: 2x512, batch 64, 100 steps", 2, 512, 64, 100),
     "W3": Workload("W3", "generation: 256, batch 1, 1000 tokens", 1, 256, 1, GENERATE_TOKENS),
+    "W4": Workload("W4", "accelerator: 2x1024, batch 128, 100 steps", 2, 1024, 128, 100),
+    "tiny": Workload("tiny", "command check: 1x16, batch 4, 5 steps", 1, 16, 4, 5),
 }
 
 
@@ -87,7 +95,7 @@ class Runner:
   name: str
   call: Callable[[], Any]
   units_per_call: int           # tokens per call
-  is_reference: bool = False    # the PyTorch row the ratios divide by
+  reference: str = ""           # "torch" / "cudnn": the row the "x PyTorch" / "x cuDNN" ratios divide by
   compile_s: float = float("nan")
   iterations: int = 1
   rates: list[float] = dataclasses.field(default_factory=list)  # tokens/s per round
@@ -134,11 +142,25 @@ def _model_train_runner(name: str, model, workload: Workload) -> Runner:
   return Runner(name, call, workload.batch * workload.steps)
 
 
-def scratch_train_runner(workload: Workload, recurrence: str) -> Runner:
-  """Our scratch model with the given recurrence."""
+def scratch_train_runner(workload: Workload, recurrence: str, matmul_dtype: str = "float32") -> Runner:
+  """Our scratch model with the given recurrence and matmul operand dtype."""
   model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
-                                  init_scheme="pytorch", recurrence=recurrence)
-  return _model_train_runner(f"scratch, recurrence={recurrence}", model, workload)
+                                  init_scheme="pytorch", recurrence=recurrence, matmul_dtype=matmul_dtype)
+  suffix = "" if matmul_dtype == "float32" else f" ({matmul_dtype})"
+  return _model_train_runner(f"scratch, recurrence={recurrence}{suffix}", model, workload)
+
+
+def cudnn_train_runner(workload: Workload) -> Runner | None:
+  """The language model with cuDNN's LSTM (``implementation=cudnn``); None without a CUDA GPU."""
+  from lstm_jax import cudnn_model  # noqa: PLC0415
+  try:
+    model = cudnn_model.from_settings(VOCAB, dict(hidden_size=workload.hidden, num_layers=workload.num_layers,
+                                                  init_scheme="pytorch"))
+  except ValueError:  # no CUDA GPU here
+    return None
+  runner = _model_train_runner("cuDNN LSTM (jax.experimental.rnn)", model, workload)
+  runner.reference = "cudnn"
+  return runner
 
 
 def nnx_train_runner(workload: Workload) -> Runner:
@@ -225,11 +247,13 @@ def torch_train_runner(workload: Workload) -> Runner | None:
   if torch is None:
     return None
   torch.manual_seed(0)
-  lstm = torch.nn.LSTM(VOCAB, workload.hidden, workload.num_layers)
-  head = torch.nn.Linear(workload.hidden, VOCAB)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  lstm = torch.nn.LSTM(VOCAB, workload.hidden, workload.num_layers).to(device)
+  head = torch.nn.Linear(workload.hidden, VOCAB).to(device)
   parameters = list(lstm.parameters()) + list(head.parameters())
   optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE)
-  inputs, targets = (torch.as_tensor(a.T.copy()).long() for a in random_tokens(workload))  # time-major, as nn.LSTM
+  inputs, targets = (torch.as_tensor(a.T.copy()).long().to(device)  # time-major, as nn.LSTM
+                     for a in random_tokens(workload))
 
   def call():
     outputs_TBH, _ = lstm(torch.nn.functional.one_hot(inputs, VOCAB).float())
@@ -238,8 +262,11 @@ def torch_train_runner(workload: Workload) -> Runner | None:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(parameters, CLIP_NORM)
     optimizer.step()
+    if device == "cuda":
+      torch.cuda.synchronize()
 
-  return Runner("pytorch nn.LSTM", call, workload.batch * workload.steps, is_reference=True)
+  name = "pytorch nn.LSTM" + (" (CUDA, cuDNN)" if device == "cuda" else "")
+  return Runner(name, call, workload.batch * workload.steps, reference="torch")
 
 
 # ---------------------------------------------------------------------------------------------------- generation
@@ -276,7 +303,7 @@ def torch_generate_runners(workload: Workload) -> list[Runner]:
         output, state = lstm(x, state)
         token = int(head(output).argmax())
 
-  return [Runner("pytorch nn.LSTM, one teacher-forced call", one_call, workload.steps, is_reference=True),
+  return [Runner("pytorch nn.LSTM, one teacher-forced call", one_call, workload.steps, reference="torch"),
           Runner("pytorch nn.LSTM, per-token Python loop (book)", per_token, workload.steps)]
 
 
@@ -296,14 +323,39 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
   return 2.0 * size ** 3 / min(times)
 
 
-def build_runners(workload: Workload) -> list[Runner]:
+# Train-step implementations by name; a factory returns None where that implementation cannot run here.
+IMPLEMENTATIONS: dict[str, Callable[[Workload], Runner | None]] = {
+    "scan": lambda w: scratch_train_runner(w, "scan"),
+    "fused_vjp": lambda w: scratch_train_runner(w, "fused_vjp"),
+    "fused_vjp_bf16": lambda w: scratch_train_runner(w, "fused_vjp", "bfloat16"),
+    "pallas": lambda w: scratch_train_runner(w, "pallas"),
+    "pallas_bf16": lambda w: scratch_train_runner(w, "pallas", "bfloat16"),
+    "cudnn": cudnn_train_runner,
+    "linen": lambda w: linen_train_runner(w),
+    "nnx": lambda w: nnx_train_runner(w),
+    "flax_optimized": lambda w: flax_cell_train_runner(w, "OptimizedLSTMCell"),
+    "flax_lstm": lambda w: flax_cell_train_runner(w, "LSTMCell"),
+    "torch": lambda w: torch_train_runner(w),
+}
+# What runs by default on each backend (pallas runs in interpret mode on a CPU: tests only, not timed here).
+DEFAULT_IMPLEMENTATIONS = {
+    "cpu": ("fused_vjp", "scan", "linen", "nnx", "flax_optimized", "flax_lstm", "torch"),
+    "gpu": ("pallas", "pallas_bf16", "fused_vjp", "fused_vjp_bf16", "scan", "cudnn", "flax_optimized", "torch"),
+    "tpu": ("pallas", "pallas_bf16", "fused_vjp", "fused_vjp_bf16", "scan", "flax_optimized"),
+}
+
+
+def build_runners(workload: Workload, implementations: tuple[str, ...] | None = None) -> list[Runner]:
+  """The runners of ``workload``: the given train-step ``implementations`` (default: this backend's), or for W3
+  the generation runners."""
   if workload.name == "W3":
     runners = [scratch_generate_runner(workload, "fused_vjp"), scratch_generate_runner(workload, "scan")]
     return runners + torch_generate_runners(workload)
-  runners = [scratch_train_runner(workload, "fused_vjp"), scratch_train_runner(workload, "scan"),
-             linen_train_runner(workload), nnx_train_runner(workload),
-             flax_cell_train_runner(workload, "OptimizedLSTMCell"),
-             flax_cell_train_runner(workload, "LSTMCell"), torch_train_runner(workload)]
+  names = implementations or DEFAULT_IMPLEMENTATIONS.get(jax.default_backend(), DEFAULT_IMPLEMENTATIONS["cpu"])
+  unknown = sorted(set(names) - set(IMPLEMENTATIONS))
+  if unknown:
+    raise ValueError(f"Unknown implementations {unknown}; choose from {sorted(IMPLEMENTATIONS)}.")
+  runners = [IMPLEMENTATIONS[name](workload) for name in names]
   return [r for r in runners if r is not None]
 
 
@@ -330,39 +382,50 @@ class Row:
   median: float        # tokens/s (W3: microseconds per token)
   low: float
   high: float
-  ratio: float         # speed relative to the reference row (> 1: faster)
+  ratio: float         # speed relative to the PyTorch row (> 1: faster)
   peak_fraction: float
   compile_s: float
+  ratio_cudnn: float = float("nan")  # speed relative to the cuDNN (jax.experimental.rnn) row
+
+
+def _median_ratio(runner: Runner, reference: Runner | None) -> float:
+  """The median over rounds of ``runner``'s rate over ``reference``'s in the same round (nan: no reference)."""
+  if reference is None:
+    return float("nan")
+  return statistics.median(a / b for a, b in zip(runner.rates, reference.rates))
 
 
 def summarise(workload: Workload, runners: list[Runner], peak: float) -> list[Row]:
-  reference = next((r for r in runners if r.is_reference), None)
+  torch_row = next((r for r in runners if r.reference == "torch"), None)
+  cudnn_row = next((r for r in runners if r.reference == "cudnn"), None)
   rows = []
   for runner in runners:
-    ratios = [a / b for a, b in zip(runner.rates, reference.rates)] if reference else []
     median = statistics.median(runner.rates)
+    ratio, ratio_cudnn = _median_ratio(runner, torch_row), _median_ratio(runner, cudnn_row)
     if workload.name == "W3":
       values = [1e6 / rate for rate in runner.rates]
       rows.append(Row(workload.name, runner.name, statistics.median(values), min(values), max(values),
-                      statistics.median(ratios) if ratios else float("nan"), float("nan"), runner.compile_s))
+                      ratio, float("nan"), runner.compile_s, ratio_cudnn))
     else:
-      rows.append(Row(workload.name, runner.name, median, min(runner.rates), max(runner.rates),
-                      statistics.median(ratios) if ratios else float("nan"),
-                      median * workload.train_flops_per_token() / peak, runner.compile_s))
+      rows.append(Row(workload.name, runner.name, median, min(runner.rates), max(runner.rates), ratio,
+                      median * workload.train_flops_per_token() / peak, runner.compile_s, ratio_cudnn))
   return rows
 
 
 def markdown_table(rows: list[Row], peak: float) -> str:
-  lines = [f"fp32 matmul rate measured here: {peak / 1e9:.0f} GFLOP/s; JAX {jax.__version__}, "
-           f"{os.cpu_count()} cores visible.", "",
-           "| workload | implementation | tokens/s (W3: us/token) median | min-max | x PyTorch | % peak | compile s |",
-           "|---|---|---:|---:|---:|---:|---:|"]
+  device = jax.devices()[0]
+  lines = [f"fp32 matmul rate measured here: {peak / 1e9:.0f} GFLOP/s; JAX {jax.__version__}, {device.platform} "
+           f"{device.device_kind}, {os.cpu_count()} cores visible.", "",
+           "| workload | implementation | tokens/s (W3: us/token) median | min-max | x PyTorch | x cuDNN (jax) "
+           "| % peak | compile s |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
   for row in rows:
     unit = "{:.1f}" if row.workload == "W3" else "{:,.0f}"
     peak_text = "" if np.isnan(row.peak_fraction) else f"{100 * row.peak_fraction:.0f}%"
-    ratio_text = "" if np.isnan(row.ratio) else f"{row.ratio:.2f}" + (" (noisy)" if is_noisy(row) else "")
+    noisy = " (noisy)" if is_noisy(row) else ""
+    ratio_text, cudnn_text = ("" if np.isnan(r) else f"{r:.2f}{noisy}" for r in (row.ratio, row.ratio_cudnn))
     lines.append(f"| {row.workload} | {row.implementation} | {unit.format(row.median)} | "
-                 f"{unit.format(row.low)}-{unit.format(row.high)} | {ratio_text} | {peak_text} | "
+                 f"{unit.format(row.low)}-{unit.format(row.high)} | {ratio_text} | {cudnn_text} | {peak_text} | "
                  f"{row.compile_s:.1f} |")
   return "\n".join(lines)
 

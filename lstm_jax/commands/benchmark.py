@@ -1,5 +1,6 @@
 """Train-step and generation speed, ours against Flax's cells and PyTorch:
-``python -m lstm_jax.commands.benchmark [--quick] [--workloads=W1,W2,W3] [--markdown=FILE] [--profile]``
+``python -m lstm_jax.commands.benchmark [--quick] [--workloads=W1,W2,W3,W4] [--implementations=...] [--markdown=FILE]
+[--profile]``
 (the method and workloads: ``lstm_jax.benchmarks.train_step``)."""
 
 import os
@@ -9,7 +10,10 @@ from absl import app, flags
 from lstm_jax.benchmarks import profile, train_step
 
 _QUICK = flags.DEFINE_bool("quick", False, "3 short rounds instead of 7 (about a minute of timing on 2 cores).")
-_WORKLOADS = flags.DEFINE_list("workloads", ["W1", "W2", "W3"], "Workloads to run: W1, W2, W3.")
+_WORKLOADS = flags.DEFINE_list("workloads", ["W1", "W2", "W3"], "Workloads to run: W1, W2, W3, W4 (2x1024, batch "
+                               "128: accelerators), tiny (checks the command).")
+_IMPLEMENTATIONS = flags.DEFINE_list("implementations", [], "Train-step implementations (default: this backend's; "
+                                     "names in lstm_jax.benchmarks.train_step.IMPLEMENTATIONS).")
 _ROUNDS = flags.DEFINE_integer("rounds", 0, "Interleaved timing rounds (0: 7, or 3 with --quick).")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Also write the Markdown table to this file.")
 _THREADS = flags.DEFINE_integer("threads", 0, "PyTorch threads (0: the cores this process may use).")
@@ -45,7 +49,10 @@ def main(argv):
   for name in _WORKLOADS.value:
     workload = train_step.WORKLOADS[name]
     print(f"{name} ({workload.description}): compiling and timing {rounds} rounds ...", flush=True)
-    runners = train_step.build_runners(workload)
+    try:
+      runners = train_step.build_runners(workload, tuple(_IMPLEMENTATIONS.value) or None)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
     train_step.measure(runners, rounds, seconds)
     rows += train_step.summarise(workload, runners, peak)
   table = train_step.markdown_table(rows, peak)

@@ -59,6 +59,13 @@ def cudnn_available() -> bool:
     return False
 
 
+def cudnn_in_jaxlib() -> bool:
+  """True when this jaxlib has the CUDA plugin's cuDNN RNN (workspace sizing, descriptors), which
+  ``jax.experimental.rnn.lstm`` needs to be traced and lowered."""
+  from jax._src.lib import gpu_rnn  # noqa: PLC0415
+  return gpu_rnn is not None and hasattr(gpu_rnn, "compute_rnn_workspace_reserve_space_sizes")
+
+
 def _check_states(xs_BTI, h0, c0, hidden_size, num_layers):
   B = xs_BTI.shape[0]
   for name, s in (("h0", h0), ("c0", c0)):
@@ -69,9 +76,10 @@ def _check_states(xs_BTI, h0, c0, hidden_size, num_layers):
 def layers(flat_weights, xs_BTI, h0, c0, *, input_size: int, hidden_size: int, num_layers: int):
   """cuDNN's multi-layer LSTM: ``xs [B, T, in]``, ``h0/c0 [layers, B, H]`` -> ``(ys [B, T, H], h_n, c_n)``.
 
-  CUDA only; elsewhere raises RuntimeError naming what runs there instead.
+  Needs the CUDA jaxlib (it runs on CUDA GPUs; ``jax.export`` can also lower it for ``cuda`` elsewhere); without
+  it raises RuntimeError naming what runs here instead.
   """
-  if not cudnn_available():
+  if not cudnn_in_jaxlib():
     raise RuntimeError(f"cuDNN LSTM needs a CUDA GPU (backend here: {jax.default_backend()}); use recurrence "
                        "'scan', 'fused_vjp' or 'pallas' (interpret mode on CPU), or the implementations 'scratch', "
                        "'flax', 'flax_optimized'")

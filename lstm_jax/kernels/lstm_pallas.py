@@ -42,6 +42,9 @@ Design
   sequence in HBM, loads only the per-step tiles, and runs on Ampere and Hopper alike.
 - ``interpret=None``: interpret mode when ``jax.default_backend() == "cpu"`` (semantics only, slow), else
   compiled. ``backend=None``: "triton" on GPU and CPU (so CPU interpret runs the GPU layout), "tpu" on TPU.
+- Shared with the tanh RNN (``rnn_pallas``) and reset-after GRU (``gru_pallas``) kernels, in
+  ``lstm_jax.kernels.tiles``: the tile choice (``layout``), per-gate padding, backend / interpret resolution,
+  compiler params, the tiled in-kernel dots, the ``pallas_call`` over ``(K, Bp / bB)`` and the ``custom_vjp``.
 
 Known limits / next steps
 - GPU: this simple design re-reads all of ``W_h`` from L2 every step in every batch-block program, and the
@@ -53,300 +56,146 @@ Known limits / next steps
   (``~4 T bB (4Hp + 2Hp) `` bytes fwd): e.g. H=1024 f32 is 16 MiB of ``W_h`` alone, so H <= ~1024 f32 /
   ~1536 bf16 on 64 MiB-VMEM chips, and long T needs a smaller batch block (or a time-chunked grid, not built).
 - ``unroll`` is accepted for the contract and ignored. Reverse mode only (custom_vjp).
+- Cells: kernels exist for the LSTM, the tanh RNN and the reset-after GRU (``model.PALLAS``); the reset-before
+  GRU and the peephole / coupled LSTMs have none (``recurrence=pallas`` refuses them, ``auto`` picks fused_vjp or
+  scan).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import pallas as pl
 
+from lstm_jax.cells import lstm
 from lstm_jax.cells.lstm import NUM_GATES, LSTMCarry
-
-BACKENDS = ("triton", "tpu")
-_TRITON_TILE = 128  # max side of one dot tile on Triton
-_TRITON_BATCH_BLOCK = 16  # Triton dots need M >= 16
-_TPU_MAX_BATCH_BLOCK = 256
-
-
-class _Config(NamedTuple):
-  """Static (hashable) kernel settings."""
-  matmul_dtype: str
-  interpret: bool
-  backend: str
-
-
-class _Layout(NamedTuple):
-  """Padded sizes: batch ``Bp`` in blocks of ``bB``, hidden ``Hp`` in dot tiles of ``bh``."""
-  Bp: int
-  bB: int
-  Hp: int
-  bh: int
-
-
-def _round_up(n: int, m: int) -> int:
-  return -(-n // m) * m
-
-
-def _next_pow2(n: int) -> int:
-  return 1 << max(0, (n - 1).bit_length())
-
-
-def layout(backend: str, batch: int, hidden: int, matmul_dtype=jnp.float32) -> _Layout:
-  """Tile sizes of ``backend`` for a ``[B, H]`` problem (see the module docstring)."""
-  if backend == "triton":
-    Hp = _next_pow2(max(hidden, 16))
-    bB = _TRITON_BATCH_BLOCK
-    return _Layout(Bp=_round_up(batch, bB), bB=bB, Hp=Hp, bh=min(Hp, _TRITON_TILE))
-  if backend == "tpu":
-    sublanes = 16 if jnp.dtype(matmul_dtype) == jnp.bfloat16 else 8
-    bB = min(_round_up(batch, sublanes), _TPU_MAX_BATCH_BLOCK)
-    Hp = _round_up(hidden, 128)
-    return _Layout(Bp=_round_up(batch, bB), bB=bB, Hp=Hp, bh=Hp)
-  raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-
-
-def _resolve(matmul_dtype, interpret, backend) -> _Config:
-  platform = jax.default_backend()
-  if interpret is None:
-    interpret = platform == "cpu"
-  if backend is None:
-    backend = "tpu" if platform == "tpu" else "triton"
-  if backend == "mosaic_tpu":
-    backend = "tpu"
-  if backend not in BACKENDS:
-    raise ValueError(f"backend must be one of {BACKENDS} (GPU: triton, TPU: tpu), got {backend!r}")
-  dtype = jnp.dtype(matmul_dtype)
-  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-    raise ValueError(f"matmul_dtype must be float32 or bfloat16, got {dtype}")
-  return _Config(matmul_dtype=dtype.name, interpret=bool(interpret), backend=backend)
-
-
-def _compiler_params(cfg: _Config, lay: _Layout, vmem_bytes: int):
-  if cfg.backend == "triton":
-    from jax.experimental.pallas import triton as pl_triton
-    return pl_triton.CompilerParams(num_warps=4 if lay.bh * lay.bB <= 64 * 16 else 8, num_stages=1)
-  from jax.experimental.pallas import tpu as pltpu
-  limit = int(min(max(2 * vmem_bytes + (4 << 20), 32 << 20), 100 << 20))
-  return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel"), vmem_limit_bytes=limit)
-
-
-def _sigmoid(x):
-  return 0.5 * jnp.tanh(0.5 * x) + 0.5
-
+from lstm_jax.kernels import tiles
+from lstm_jax.kernels.tiles import BACKENDS, layout
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels. Per program: seq refs [T, bB, D], state refs [bB, Hp], weight refs [Hp, 4Hp] / [4Hp, Hp].
 # ----------------------------------------------------------------------------------------------------------------
 
-def _forward_kernel(xproj_ref, w_ref, h0_ref, c0_ref, *out_refs, num_steps, Hp, bh, matmul_dtype, save):
+def _forward_kernel(xproj_ref, w_ref, h0_ref, c0_ref, *out_refs, num_steps, cols, matmul_dtype, save):
   """``h_t, c_t`` over all T steps; writes ``hs[t]`` (and ``acts[t]``, ``c_prev[t]`` when ``save``)."""
   hs_ref, hT_ref, cT_ref = out_refs[:3]
-  tiles = Hp // bh
-  hcols = lambda n: pl.ds(n * bh, bh)
-  gcols = lambda g, n: pl.ds(g * Hp + n * bh, bh)
 
   def step(t, state):
     h_tiles, c_tiles = state
     hm = tuple(h.astype(matmul_dtype) for h in h_tiles)
     new_h, new_c = [], []
-    for n in range(tiles):
+    for n in range(cols.num_tiles):
       act = []
       for g in range(NUM_GATES):
-        pre = xproj_ref[t, :, gcols(g, n)].astype(jnp.float32)
-        for k in range(tiles):
-          pre = pre + jnp.dot(hm[k], w_ref[hcols(k), gcols(g, n)], preferred_element_type=jnp.float32)
-        act.append(jnp.tanh(pre) if g == 2 else _sigmoid(pre))
+        pre = tiles.gate_dot(xproj_ref[t, :, cols.gate(g, n)].astype(jnp.float32), hm, w_ref, g, n, cols)
+        act.append(jnp.tanh(pre) if g == 2 else tiles.sigmoid(pre))
       i, f, gg, o = act
       c = f * c_tiles[n] + i * gg
       h = o * jnp.tanh(c)
-      hs_ref[t, :, hcols(n)] = h.astype(hs_ref.dtype)
+      hs_ref[t, :, cols.h(n)] = h.astype(hs_ref.dtype)
       if save:
         acts_ref, cprev_ref = out_refs[3:]
         for g in range(NUM_GATES):
-          acts_ref[t, :, gcols(g, n)] = act[g]
-        cprev_ref[t, :, hcols(n)] = c_tiles[n]
+          acts_ref[t, :, cols.gate(g, n)] = act[g]
+        cprev_ref[t, :, cols.h(n)] = c_tiles[n]
       new_h.append(h)
       new_c.append(c)
     return tuple(new_h), tuple(new_c)
 
-  init = (tuple(h0_ref[:, hcols(n)].astype(jnp.float32) for n in range(tiles)),
-          tuple(c0_ref[:, hcols(n)].astype(jnp.float32) for n in range(tiles)))
-  h_tiles, c_tiles = jax.lax.fori_loop(0, num_steps, step, init)
-  for n in range(tiles):
-    hT_ref[:, hcols(n)] = h_tiles[n].astype(hT_ref.dtype)
-    cT_ref[:, hcols(n)] = c_tiles[n].astype(cT_ref.dtype)
+  h_tiles, c_tiles = jax.lax.fori_loop(0, num_steps, step, (tiles.load_tiles(h0_ref, cols),
+                                                            tiles.load_tiles(c0_ref, cols)))
+  tiles.store_tiles(hT_ref, h_tiles, cols)
+  tiles.store_tiles(cT_ref, c_tiles, cols)
 
 
 def _backward_kernel(wt_ref, acts_ref, cprev_ref, dhs_ref, dhT_ref, dcT_ref, dgates_ref, dh0_ref, dc0_ref, *,
-                     num_steps, Hp, bh, matmul_dtype):
+                     num_steps, cols, matmul_dtype):
   """Reverse walk: ``(dh, dc)`` from step t+1 and ``dhs[t]`` -> ``dgates[t]``, ``dh_{t-1}``, ``dc_{t-1}``."""
-  tiles = Hp // bh
-  hcols = lambda n: pl.ds(n * bh, bh)
-  gcols = lambda g, n: pl.ds(g * Hp + n * bh, bh)
 
   def step(s, state):
     t = num_steps - 1 - s
     dh_tiles, dc_tiles = state
     dgate_tiles, new_dc = {}, []
-    for n in range(tiles):
-      i, f, gg, o = (acts_ref[t, :, gcols(g, n)] for g in range(NUM_GATES))
-      c_prev = cprev_ref[t, :, hcols(n)]
+    for n in range(cols.num_tiles):
+      i, f, gg, o = (acts_ref[t, :, cols.gate(g, n)] for g in range(NUM_GATES))
+      c_prev = cprev_ref[t, :, cols.h(n)]
       tanh_c = jnp.tanh(f * c_prev + i * gg)
-      dh = dh_tiles[n] + dhs_ref[t, :, hcols(n)].astype(jnp.float32)
+      dh = dh_tiles[n] + dhs_ref[t, :, cols.h(n)].astype(jnp.float32)
       dc = dc_tiles[n] + dh * (o * (1.0 - tanh_c * tanh_c))
       grads = (dc * (gg * i * (1.0 - i)), dc * (c_prev * f * (1.0 - f)), dc * (i * (1.0 - gg * gg)),
                dh * (tanh_c * o * (1.0 - o)))
       for g in range(NUM_GATES):
-        dgates_ref[t, :, gcols(g, n)] = grads[g].astype(dgates_ref.dtype)
+        dgates_ref[t, :, cols.gate(g, n)] = grads[g].astype(dgates_ref.dtype)
         dgate_tiles[g, n] = grads[g].astype(matmul_dtype)
       new_dc.append(dc * f)
-    new_dh = []
-    for k in range(tiles):
-      acc = None
-      for g in range(NUM_GATES):
-        for n in range(tiles):
-          term = jnp.dot(dgate_tiles[g, n], wt_ref[gcols(g, n), hcols(k)], preferred_element_type=jnp.float32)
-          acc = term if acc is None else acc + term
-      new_dh.append(acc)
-    return tuple(new_dh), tuple(new_dc)
+    new_dh = tuple(tiles.gate_dot_t(None, dgate_tiles, wt_ref, k, NUM_GATES, cols) for k in range(cols.num_tiles))
+    return new_dh, tuple(new_dc)
 
-  init = (tuple(dhT_ref[:, hcols(n)].astype(jnp.float32) for n in range(tiles)),
-          tuple(dcT_ref[:, hcols(n)].astype(jnp.float32) for n in range(tiles)))
-  dh_tiles, dc_tiles = jax.lax.fori_loop(0, num_steps, step, init)
-  for n in range(tiles):
-    dh0_ref[:, hcols(n)] = dh_tiles[n].astype(dh0_ref.dtype)
-    dc0_ref[:, hcols(n)] = dc_tiles[n].astype(dc0_ref.dtype)
+  dh_tiles, dc_tiles = jax.lax.fori_loop(0, num_steps, step, (tiles.load_tiles(dhT_ref, cols),
+                                                              tiles.load_tiles(dcT_ref, cols)))
+  tiles.store_tiles(dh0_ref, dh_tiles, cols)
+  tiles.store_tiles(dc0_ref, dc_tiles, cols)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Padding and the pallas_calls (all arrays carry the members axis K here).
+# The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _pad_gates(x, B, H, lay: _Layout):
-  """``[K, (T,) B, 4H] -> [K, (T,) Bp, 4Hp]``, padding each gate block separately."""
-  x = x.reshape(*x.shape[:-1], NUM_GATES, H)
-  pads = [(0, 0)] * (x.ndim - 3) + [(0, lay.Bp - B), (0, 0), (0, lay.Hp - H)]
-  x = jnp.pad(x, pads)
-  return x.reshape(*x.shape[:-2], NUM_GATES * lay.Hp)
-
-
-def _unpad_gates(x, B, H, lay: _Layout):
-  x = x.reshape(*x.shape[:-1], NUM_GATES, lay.Hp)[..., :B, :, :H]
-  return x.reshape(*x.shape[:-2], NUM_GATES * H)
-
-
-def _pad_state(x, B, H, lay: _Layout):
-  """``[K, (T,) B, H] -> [K, (T,) Bp, Hp]``."""
-  return jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, lay.Bp - B), (0, lay.Hp - H)])
-
-
-def _pad_weights(W_h, H, lay: _Layout, dtype):
-  """``[K, H, 4H] -> [K, Hp, 4Hp]`` with zero rows and zero columns for the padded units."""
-  W = W_h.reshape(W_h.shape[0], H, NUM_GATES, H)
-  W = jnp.pad(W, [(0, 0), (0, lay.Hp - H), (0, 0), (0, lay.Hp - H)])
-  return W.reshape(W_h.shape[0], lay.Hp, NUM_GATES * lay.Hp).astype(dtype)
-
-
-def _specs(K, T, lay: _Layout):
-  seq = lambda d: pl.BlockSpec((None, T, lay.bB, d), lambda k, b: (k, 0, b, 0))
-  state = pl.BlockSpec((None, lay.bB, lay.Hp), lambda k, b: (k, b, 0))
-  weight = lambda r, c: pl.BlockSpec((None, r, c), lambda k, b: (k, 0, 0))
-  return seq, state, weight
-
-
-def _forward_call(Wp, xp, h0p, c0p, cfg: _Config, lay: _Layout, save: bool):
+def _forward_call(Wp, xp, h0p, c0p, cfg: tiles.Config, lay: tiles.Layout, save: bool):
   """Padded ``Wp [K, Hp, 4Hp]``, ``xp [K, T, Bp, 4Hp]``, ``h0p/c0p [K, Bp, Hp]`` -> hs, hT, cT (+ acts, c_prev)."""
-  K, T = xp.shape[:2]
+  blocks = tiles.Blocks(*xp.shape[:2], lay)
   G = NUM_GATES * lay.Hp
-  seq, state, weight = _specs(K, T, lay)
-  f32 = jnp.float32
-  out_shape = [jax.ShapeDtypeStruct((K, T, lay.Bp, lay.Hp), f32), jax.ShapeDtypeStruct((K, lay.Bp, lay.Hp), f32),
-               jax.ShapeDtypeStruct((K, lay.Bp, lay.Hp), f32)]
-  out_specs = [seq(lay.Hp), state, state]
+  outs = [blocks.seq_out(lay.Hp), blocks.state_out(), blocks.state_out()]
   if save:
-    out_shape += [jax.ShapeDtypeStruct((K, T, lay.Bp, G), f32), jax.ShapeDtypeStruct((K, T, lay.Bp, lay.Hp), f32)]
-    out_specs += [seq(G), seq(lay.Hp)]
-  itemsize = jnp.dtype(cfg.matmul_dtype).itemsize
-  vmem = lay.Hp * G * itemsize + 4 * T * lay.bB * (G + lay.Hp + (G + lay.Hp if save else 0))
-  kernel = functools.partial(_forward_kernel, num_steps=T, Hp=lay.Hp, bh=lay.bh,
+    outs += [blocks.seq_out(G), blocks.seq_out(lay.Hp)]
+  kernel = functools.partial(_forward_kernel, num_steps=blocks.T, cols=tiles.Columns(lay.Hp, lay.bh),
                              matmul_dtype=jnp.dtype(cfg.matmul_dtype), save=save)
-  return pl.pallas_call(
-      kernel, out_shape=out_shape, grid=(K, lay.Bp // lay.bB),
-      in_specs=[seq(G), weight(lay.Hp, G), state, state], out_specs=out_specs,
-      interpret=cfg.interpret, compiler_params=_compiler_params(cfg, lay, vmem),
-      name="lstm_forward_save" if save else "lstm_forward")(xp, Wp, h0p, c0p)
+  in_specs = [blocks.seq(G), blocks.whole(lay.Hp, G), blocks.state(), blocks.state()]
+  return tiles.call(kernel, "lstm_forward_save" if save else "lstm_forward", cfg, blocks, (xp, Wp, h0p, c0p),
+                    in_specs, outs)
 
 
-def _backward_call(WTp, acts, cprev, dhsp, dhTp, dcTp, cfg: _Config, lay: _Layout):
+def _backward_call(WTp, acts, cprev, dhsp, dhTp, dcTp, cfg: tiles.Config, lay: tiles.Layout):
   """``WTp [K, 4Hp, Hp]``, saved ``acts [K, T, Bp, 4Hp]``, ``c_prev``, ``dhs [K, T, Bp, Hp]``, ``dhT/dcT`` ->
   ``dgates [K, T, Bp, 4Hp]``, ``dh0``, ``dc0 [K, Bp, Hp]``."""
-  K, T = acts.shape[:2]
+  blocks = tiles.Blocks(*acts.shape[:2], lay)
   G = NUM_GATES * lay.Hp
-  seq, state, weight = _specs(K, T, lay)
-  f32 = jnp.float32
-  itemsize = jnp.dtype(cfg.matmul_dtype).itemsize
-  vmem = lay.Hp * G * itemsize + 4 * T * lay.bB * (2 * G + 2 * lay.Hp)
-  kernel = functools.partial(_backward_kernel, num_steps=T, Hp=lay.Hp, bh=lay.bh,
+  kernel = functools.partial(_backward_kernel, num_steps=blocks.T, cols=tiles.Columns(lay.Hp, lay.bh),
                              matmul_dtype=jnp.dtype(cfg.matmul_dtype))
-  return pl.pallas_call(
-      kernel,
-      out_shape=[jax.ShapeDtypeStruct((K, T, lay.Bp, G), f32), jax.ShapeDtypeStruct((K, lay.Bp, lay.Hp), f32),
-                 jax.ShapeDtypeStruct((K, lay.Bp, lay.Hp), f32)],
-      grid=(K, lay.Bp // lay.bB),
-      in_specs=[weight(G, lay.Hp), seq(G), seq(lay.Hp), seq(lay.Hp), state, state],
-      out_specs=[seq(G), state, state],
-      interpret=cfg.interpret, compiler_params=_compiler_params(cfg, lay, vmem),
-      name="lstm_backward")(WTp, acts, cprev, dhsp, dhTp, dcTp)
+  in_specs = [blocks.whole(G, lay.Hp), blocks.seq(G), blocks.seq(lay.Hp), blocks.seq(lay.Hp), blocks.state(),
+              blocks.state()]
+  return tiles.call(kernel, "lstm_backward", cfg, blocks, (WTp, acts, cprev, dhsp, dhTp, dcTp), in_specs,
+                    [blocks.seq_out(G), blocks.state_out(), blocks.state_out()])
 
 
-def _shapes(W_h, xproj):
-  (K, T, B, G), H = xproj.shape, W_h.shape[1]
-  if G != NUM_GATES * H or W_h.shape != (K, H, G):
-    raise ValueError(f"W_h {W_h.shape} and xproj {xproj.shape} do not match [K, H, 4H] / [K, T, B, 4H]")
-  return K, T, B, H
-
-
-def _forward(W_h, xproj, h0, c0, cfg: _Config, save: bool):
-  K, T, B, H = _shapes(W_h, xproj)
+def _forward(cfg: tiles.Config, W_h, xproj, h0, c0, save: bool):
+  """``((hT, cT, hs), residuals)``; residuals (``save``): the inputs, ``hs`` and the padded ``acts``, ``c_prev``."""
+  K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
   lay = layout(cfg.backend, B, H, cfg.matmul_dtype)
-  outs = _forward_call(_pad_weights(W_h, H, lay, cfg.matmul_dtype), _pad_gates(xproj.astype(jnp.float32), B, H, lay),
-                       _pad_state(h0.astype(jnp.float32), B, H, lay), _pad_state(c0.astype(jnp.float32), B, H, lay),
-                       cfg, lay, save)
-  hs = outs[0][:, :, :B, :H].astype(xproj.dtype)
-  hT, cT = (x[:, :B, :H].astype(dtype) for x, dtype in zip(outs[1:3], (h0.dtype, c0.dtype)))
-  return (hT, cT, hs), (outs[3:] if save else None), lay
+  outs = _forward_call(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES),
+                       tiles.pad_gates(xproj.astype(jnp.float32), B, H, lay, NUM_GATES),
+                       tiles.pad_state(h0, B, H, lay), tiles.pad_state(c0, B, H, lay), cfg, lay, save)
+  hs = tiles.unpad_state(outs[0], B, H, xproj.dtype)
+  hT, cT = tiles.unpad_state(outs[1], B, H, h0.dtype), tiles.unpad_state(outs[2], B, H, c0.dtype)
+  return (hT, cT, hs), ((W_h, xproj, h0, c0, hs, *outs[3:]) if save else None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _pallas(W_h, xproj, h0, c0, cfg):
-  return _forward(W_h, xproj, h0, c0, cfg, save=False)[0]
-
-
-def _pallas_fwd(W_h, xproj, h0, c0, cfg):
-  outputs, (acts, cprev), _ = _forward(W_h, xproj, h0, c0, cfg, save=True)
-  return outputs, (W_h, xproj, h0, c0, outputs[2], acts, cprev)
-
-
-def _pallas_bwd(cfg, saved, cotangents):
+def _backward(cfg: tiles.Config, saved, cotangents):
   W_h, xproj, h0, c0, hs, acts, cprev = saved
   dhT, dcT, dhs = cotangents
-  K, T, B, H = _shapes(W_h, xproj)
+  K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
   lay = layout(cfg.backend, B, H, cfg.matmul_dtype)
-  WTp = jnp.swapaxes(_pad_weights(W_h, H, lay, cfg.matmul_dtype), 1, 2)
-  pad = lambda x: _pad_state(x.astype(jnp.float32), B, H, lay)
+  WTp = jnp.swapaxes(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES), 1, 2)
+  pad = lambda x: tiles.pad_state(x, B, H, lay)
   dgates_p, dh0_p, dc0_p = _backward_call(WTp, acts, cprev, pad(dhs), pad(dhT), pad(dcT), cfg, lay)
-  dgates = _unpad_gates(dgates_p, B, H, lay)
-  h_prev = jnp.concatenate([h0[:, None].astype(jnp.float32), hs[:, :-1].astype(jnp.float32)], axis=1)
-  dW_h = jnp.einsum("ktbh,ktbg->khg", h_prev, dgates)
-  return (dW_h.astype(W_h.dtype), dgates.astype(xproj.dtype), dh0_p[:, :B, :H].astype(h0.dtype),
-          dc0_p[:, :B, :H].astype(c0.dtype))
+  dgates = tiles.unpad_gates(dgates_p, B, H, lay, NUM_GATES)
+  dW_h = tiles.weight_grad(tiles.previous_states(h0, hs), dgates)
+  return (dW_h.astype(W_h.dtype), dgates.astype(xproj.dtype), tiles.unpad_state(dh0_p, B, H, h0.dtype),
+          tiles.unpad_state(dc0_p, B, H, c0.dtype))
 
 
-_pallas.defvjp(_pallas_fwd, _pallas_bwd)
+_pallas = tiles.kernel_vjp(_forward, _backward)  # (cfg, W_h, xproj, h0, c0) -> (hT, cT, hs)
 
 
 def population_recurrence(params, xproj_KTBG: jax.Array, carry: LSTMCarry, unroll: int = 1, *,
@@ -354,9 +203,9 @@ def population_recurrence(params, xproj_KTBG: jax.Array, carry: LSTMCarry, unrol
   """K independent members in ONE pallas_call (K is a grid axis): ``W_h [K, H, 4H]``, ``xproj [K, T, B, 4H]``,
   carry ``[K, B, H]`` -> ``(final carry [K, B, H], hs [K, T, B, H])``."""
   del unroll
-  cfg = _resolve(matmul_dtype, interpret, backend)
+  cfg = tiles.resolve(matmul_dtype, interpret, backend)
   h, c = carry
-  hT, cT, hs = _pallas(params["W_h"], xproj_KTBG, h, c, cfg)
+  hT, cT, hs = _pallas(cfg, params["W_h"], xproj_KTBG, h, c)
   return LSTMCarry(h=hT, c=cT), hs
 
 
@@ -369,22 +218,14 @@ def recurrence(params, xproj_TBG: jax.Array, carry: LSTMCarry, unroll: int = 1, 
   (float32 accumulation and state); ``interpret``: None = interpret on CPU; ``backend``: "triton" or "tpu"
   (None = from ``jax.default_backend()``).
   """
-  kwargs = dict(matmul_dtype=matmul_dtype, interpret=interpret, backend=backend)
-  if params["W_h"].ndim == 3:
-    return population_recurrence(params, xproj_TBG, carry, unroll, **kwargs)
-  h, c = carry
-  final, hs = population_recurrence({"W_h": params["W_h"][None]}, xproj_TBG[None], LSTMCarry(h[None], c[None]),
-                                    unroll, **kwargs)
-  return LSTMCarry(h=final.h[0], c=final.c[0]), hs[0]
+  return tiles.on_members(population_recurrence, ("W_h",), params, xproj_TBG, carry, unroll,
+                          matmul_dtype=matmul_dtype, interpret=interpret, backend=backend)
 
 
 def layer(params, xs_TBI: jax.Array, carry: LSTMCarry | None = None, unroll: int = 1,
           **kwargs) -> tuple[LSTMCarry, jax.Array]:
   """A whole LSTM layer over ``[T, B, in]``: the hoisted input projection, then the Pallas recurrence."""
-  from lstm_jax.cells.lstm import project_inputs, zero_carry
-  if carry is None:
-    carry = zero_carry(xs_TBI.shape[1], params["W_h"].shape[0], xs_TBI.dtype)
-  return recurrence(params, project_inputs(params, xs_TBI), carry, unroll, **kwargs)
+  return tiles.run_layer(lstm, recurrence, params, xs_TBI, carry, unroll, **kwargs)
 
 
 __all__ = ["recurrence", "population_recurrence", "layer", "layout", "BACKENDS"]
