@@ -2,7 +2,7 @@
 commands run from another directory, and the main job's workdir holds TensorBoard events (read back with
 TensorBoard's event reader: tags and number of points), ``metrics.jsonl`` and ``perplexity.png``."""
 
-import importlib.util
+import importlib.metadata
 import os
 import pathlib
 import subprocess
@@ -22,10 +22,17 @@ def installed(tmp_path_factory):
   """``pip install .`` into a directory of its own (no dependencies: they are this environment's)."""
   target = tmp_path_factory.mktemp("site")
   command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(REPO)]
-  if importlib.util.find_spec("setuptools"):  # build offline with this environment's setuptools
+  if _setuptools_major() >= 77:  # build offline with this environment's setuptools (77: SPDX license metadata)
     command.insert(4, "--no-build-isolation")
   subprocess.run(command, check=True, timeout=600, capture_output=True)
   return target
+
+
+def _setuptools_major() -> int:
+  try:
+    return int(importlib.metadata.version("setuptools").split(".")[0])
+  except importlib.metadata.PackageNotFoundError:
+    return 0
 
 
 def _run(installed, elsewhere, real_data_dir, *command):
