@@ -1,5 +1,5 @@
 """Expand an experiment's sweep into runs and launch them: print, run locally, one process per GPU, a SLURM array
-script, or the command that starts every TPU-VM worker.
+script, or the runs file that ``launch/tpu_vm.sh`` starts on every TPU-VM worker.
 
     python -m lstm_jax.commands.sweep --config experiments/lstm.py:corpus=jaychou --sweep hidden --root runs/sweeps --dry_run
 
@@ -9,7 +9,8 @@ checkpoint (``lstm_jax.main`` resumes a workdir automatically).
 
 The SLURM script is ``launch/slurm_array.sbatch`` filled in (``render_slurm``); for a runs file of your own (one
 command per line): ``python -m lstm_jax.commands.sweep --mode slurm --runs_file runs.txt --slurm_time=04:00:00
---slurm_gpus=1 > job.sbatch``.
+--slurm_gpus=1 > job.sbatch``. ``--mode tpu`` (workdirs under ``--root gs://...``) writes ``runs/tpu/<sweep>.txt``
+and prints the ``launch/tpu_vm.sh`` command that runs it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from etils import epath
+
 from lstm_jax import config as config_lib
 from lstm_jax import progress as progress_lib
 from lstm_jax import workdir as workdir_lib
@@ -30,12 +33,16 @@ from lstm_jax import workdir as workdir_lib
 @dataclasses.dataclass(frozen=True)
 class Run:
   name: str
-  workdir: pathlib.Path
+  workdir: epath.Path   # a local folder or a URI (gs://...)
   command: tuple[str, ...]
 
   @property
   def finished(self) -> bool:
-    return workdir_lib.is_finished(self.workdir)
+    """Whether the run has finished; False where its URI's filesystem package is missing here (gcsfs, ...)."""
+    try:
+      return workdir_lib.is_finished(self.workdir)
+    except ImportError:
+      return False
 
   def shell(self) -> str:
     return shlex.join(self.command)
@@ -57,7 +64,7 @@ def expand(config_spec: str, sweep_name: str, root: str | pathlib.Path, extra: t
   runs = []
   for point in load_sweep(config_spec, sweep_name):
     name = ",".join(f"{key.split('.')[-1]}={value}" for key, value in point.items())
-    workdir = pathlib.Path(root) / sweep_name / name
+    workdir = workdir_lib.path(root) / sweep_name / name  # epath: a gs:// root stays a URI
     overrides = [f"--config.{key}={value}" for key, value in point.items()] + [f"--config.{e}" for e in extra]
     command = ("python", "-m", "lstm_jax.main", f"--config={config_spec}", f"--workdir={workdir}", *overrides)
     runs.append(Run(name, workdir, command))
@@ -223,20 +230,9 @@ def slurm_script(runs: list[Run], root: pathlib.Path, cluster: Cluster = Cluster
                       output=f"{root}/slurm-%A_%a.out")
 
 
-def tpu_script(runs: list[Run], name: str, zone: str, repo: str = "~/lstm_jax") -> str:
-  """A shell script that copies this checkout to every worker of a TPU VM, installs it with the TPU jaxlib, then
-  runs every run on all workers at once (``LSTM_JAX_DISTRIBUTED=1`` joins them into one JAX job). A failed run is
-  reported and the next one starts; the script exits non-zero if any failed."""
-  ssh = f"gcloud compute tpus tpu-vm ssh {name} --zone={zone} --worker=all --command"
-  install = f"cd {repo} && pip install -q -e '.[tpu]'"
-  lines = ["#!/bin/bash", "set -uo pipefail", "failed=0",
-           f"gcloud compute tpus tpu-vm scp --recurse --zone={zone} --worker=all . {name}:{repo} || exit 1",
-           f"{ssh}={shlex.quote(install)} || exit 1"]
-  for run in runs:
-    remote = f"cd {repo} && LSTM_JAX_DISTRIBUTED=1 {run.shell()}"
-    lines.append(f"{ssh}={shlex.quote(remote)} || {{ echo 'FAILED: {run.name}'; failed=1; }}")
-  lines.append("exit $failed")
-  return "\n".join(lines) + "\n"
+def tpu_runs_file(sweep_name: str) -> pathlib.Path:
+  """Where ``--mode tpu`` writes the runs file that ``launch/tpu_vm.sh`` reads (here: the workdirs are remote)."""
+  return pathlib.Path("runs") / "tpu" / f"{sweep_name}.txt"
 
 
 MODES = ("local", "gpus", "slurm", "tpu", "population")
@@ -246,10 +242,13 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
            dry_run: bool = False, tpu_name: str = "my-tpu", tpu_zone: str = "us-central2-b",
            cluster: Cluster = Cluster()) -> None:
   """Expands the sweep and runs (or writes the script for) every run that has not finished."""
-  if mode in ("slurm", "tpu"):  # scripts run elsewhere: absolute paths for the config (and the workdirs)
+  if mode == "slurm":  # the script runs elsewhere: absolute paths for the config and the workdirs
     path, sep, variant = config_spec.partition(":")
     config_spec = str(pathlib.Path(path).absolute()) + sep + variant
-    root = str(pathlib.Path(root).absolute()) if mode == "slurm" else root
+    root = str(pathlib.Path(root).absolute())
+  if mode == "tpu" and not workdir_lib.is_uri(root):  # runs start in a copy of this checkout on every worker
+    raise ValueError(f"--mode tpu needs the workdirs on a bucket every TPU worker reaches: pass --root "
+                     f"gs://BUCKET/PATH, not {root!r}.")
   runs = expand(config_spec, sweep_name, root, extra)
   sweep_root = pathlib.Path(root) / sweep_name
   if dry_run:
@@ -284,8 +283,10 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
     print(f"Wrote {sweep_root / 'sweep.sbatch'} (one task per line of {sweep_root / 'runs.txt'}); submit it with: "
           f"sbatch {sweep_root / 'sweep.sbatch'}")
   elif mode == "tpu":
-    sweep_root.mkdir(parents=True, exist_ok=True)
-    (sweep_root / "tpu.sh").write_text(tpu_script(pending, tpu_name, tpu_zone))
-    print(f"Wrote {sweep_root / 'tpu.sh'}; run it from this checkout with: bash {sweep_root / 'tpu.sh'}")
+    runs_path = tpu_runs_file(sweep_name)
+    runs_path.parent.mkdir(parents=True, exist_ok=True)
+    runs_path.write_text(runs_file(pending))
+    print(f"Wrote {runs_path} ({len(pending)} runs); start them on every worker with:\n"
+          f"TPU_NAME={tpu_name} ZONE={tpu_zone} BUCKET={root} bash launch/tpu_vm.sh {runs_path}")
   else:
     raise ValueError(f"Unknown mode {mode!r}; choose one of {MODES}.")

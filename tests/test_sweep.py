@@ -31,10 +31,22 @@ def test_every_shipped_sweep_expands_into_distinct_runs(tmp_path, name, corpus):
   for line in ("--array=0-", "#SBATCH --time=01:00:00", "#SBATCH --mem=8G", "#SBATCH --partition=gpu",
                "source /opt/venv/bin/activate", f"#SBATCH --output={tmp_path.absolute()}/slurm-%A_%a.out"):
     assert line in script
-  tpu = sweep.tpu_script(runs, "tpu", "zone")
-  assert tpu.count("--worker=all") == len(runs) + 2  # copy, install, then one ssh per run
-  assert "pip install -q -e '\"'\"'.[tpu]'\"'\"'" in tpu and "&& LSTM_JAX_DISTRIBUTED=1 python -m lstm_jax.main" in tpu
-  assert tpu.count("|| { echo 'FAILED:") == len(runs) and tpu.rstrip().endswith("exit $failed")
+
+
+def test_tpu_mode_keeps_bucket_workdirs_and_writes_the_runs_file_of_launch_tpu_vm(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  config = str(REPO / "experiments" / "lstm.py:corpus=timemachine")
+  runs = sweep.expand(config, "hidden", "gs://bucket/sweeps")
+  assert all(str(run.workdir).startswith("gs://bucket/sweeps/hidden/") for run in runs)  # never gs:/bucket
+  assert all(not run.finished for run in runs)  # no gcsfs here: unknown counts as not finished
+  sweep.launch(config, "hidden", "gs://bucket/sweeps", "tpu", tpu_name="v4", tpu_zone="zone-a")
+  lines = (tmp_path / "runs" / "tpu" / "hidden.txt").read_text().splitlines()
+  assert len(lines) == len(runs) and all("--workdir=gs://bucket/sweeps/hidden/" in line for line in lines)
+  assert "TPU_NAME=v4 ZONE=zone-a BUCKET=gs://bucket/sweeps bash launch/tpu_vm.sh runs/tpu/hidden.txt" in (
+      capsys.readouterr().out)
+  assert not (tmp_path / "gs:").exists()
+  with pytest.raises(ValueError, match="--root gs://BUCKET/PATH"):
+    sweep.launch(config, "hidden", str(tmp_path / "local"), "tpu")
 
 
 def test_unknown_sweep_is_a_clear_error(tmp_path):
@@ -114,7 +126,6 @@ def test_gpu_mode_gives_each_run_one_gpu_without_preallocation(tmp_path):
 def test_generated_launch_scripts_pass_bash_syntax_check(tmp_path):
   runs = sweep.expand(str(REPO / "experiments" / "lstm.py:corpus=timemachine"), "hidden", tmp_path)
   for name, text in (("sweep.sbatch", sweep.slurm_script(runs, tmp_path)),
-                     ("tpu.sh", sweep.tpu_script(runs, "tpu", "zone")),
                      ("gpu_benchmark.sh", (REPO / "launch" / "gpu_benchmark.sh").read_text())):
     path = tmp_path / name
     path.write_text(text)

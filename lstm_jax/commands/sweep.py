@@ -17,7 +17,8 @@ _MODE = flags.DEFINE_enum("mode", "local", list(sweep.MODES),
                           "(they may differ only in lstm_jax.population.POPULATION_KEYS).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
 _EXTRA = flags.DEFINE_multi_string("set", [], "Extra overrides for every run, e.g. --set train.num_epochs=10.")
-_TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu (writes <root>/<sweep>/tpu.sh).")
+_TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu (--root gs://...: writes "
+                                "runs/tpu/<sweep>.txt and prints the launch/tpu_vm.sh command).")
 _TPU_ZONE = flags.DEFINE_string("tpu_zone", "us-central2-b", "TPU VM zone for --mode=tpu.")
 
 _SLURM_TIME = flags.DEFINE_string("slurm_time", "04:00:00", "SLURM --time per run (--mode=slurm).")
