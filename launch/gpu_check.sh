@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check and benchmark in one prepared command, for a bare GPU machine that cannot reach a package registry:
-#   1. the kernel tests, compiled for the GPU (Pallas vs the hand-written backward, cuDNN model, recurrence choice);
+#   1. the kernel tests, compiled for the GPU (Pallas vs the hand-written backward, cuDNN model, recurrence choice),
+#      with float32 dots in IEEE float32 (JAX_DEFAULT_MATMUL_PRECISION=highest: no TF32);
 #   2. the train-step benchmark, interleaved: W1 (1x256, batch 32, 35 steps), W2 (2x512, batch 64, 100 steps),
 #      W4 (2x1024, batch 128, 100 steps) for pallas / pallas bf16 / fused_vjp / fused_vjp bf16 / scan / cuDNN /
 #      Flax OptimizedLSTMCell / PyTorch nn.LSTM on CUDA (tokens/s, x PyTorch, x cuDNN, % of the matmul rate,
@@ -82,7 +83,10 @@ else
   population=(--population_sizes=16 --steps=20 --rounds=3)
 fi
 if [[ "${SKIP_TESTS:-0}" != "1" ]]; then
-  part tests 25 python3 -m pytest -q -p no:cacheprovider -m "not slow" "${tests[@]}"
+  # Float32 dots as IEEE float32 in XLA and in the Triton kernels alike (the GPU default allows TF32), so the tests'
+  # float32 tolerances mean what they do on a CPU; the benchmarks below run at the default precision, as cuDNN does.
+  part tests 25 env JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider -m "not slow" \
+    "${tests[@]}"
 fi
 part train_step 65 python3 -m lstm_jax.commands.benchmark --workloads="$workloads" "${implementations[@]}" --quick \
   --markdown="$OUT/train_step.md"
