@@ -239,8 +239,8 @@ def restore_or_init(run: Run) -> SavedState:
     checkpoint_lib.check_compatible(meta["config"], config, where)
     checkpoint_lib.check_fingerprint(meta, run.corpus_fingerprint, where)
     saved = SavedState.from_tree(run.checkpointer.restore_state(latest, abstract_saved_state(state)))
-    workdir_lib.truncate_metrics(run.workdir, latest)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # the one writer of the workdir's files
+      workdir_lib.truncate_metrics(run.workdir, latest)
       print(f"Resumed from checkpoint step {latest} (epoch {saved.epoch}, batch {saved.batch}).", flush=True)
   run.last_good_step = latest
   saved.state = sharding_lib.place_train_state(saved.state, run.devices)

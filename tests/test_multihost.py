@@ -149,3 +149,8 @@ def test_both_processes_killed_then_rerun_resume_as_if_never_stopped(two_process
   first, second = _finish(_start_job(killed, real_data_dir, "--config.train.checkpoint_every_steps=2"))
   assert f"Resumed from checkpoint step {steps[-1]}" in first and "Resumed" not in second
   _assert_same_params(_params(killed), _params(workdir))
+  assert _epoch_losses(killed) == _epoch_losses(workdir)  # the log reads as if never stopped
+
+
+def _epoch_losses(workdir) -> list[float]:
+  return [r["train_loss"] for r in workdir_lib.read_metrics(workdir) if "final" not in r]
