@@ -2,6 +2,7 @@
 custom calls in them, as the benchmark's --lower_only command reports."""
 
 import pathlib
+import re
 
 import pytest
 
@@ -14,6 +15,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 def test_the_pallas_train_step_lowers_with_its_kernel(platform):
   assert lowering.EXPECTED[platform] in lowering.lower_train_step(platform)
+
+
+def test_a_vmapped_population_step_is_one_launch_per_kernel_with_the_members_in_the_grid():
+  """Population training (``jax.vmap`` over members) runs each kernel once for all K members, not K times."""
+  module = lowering.lowered_train_step("cuda", members=3)
+  launches = re.findall(r"custom_call @__gpu\$xla\.gpu\.triton.*", module)
+  assert len(launches) == 2  # the forward kernel and the reverse kernel
+  assert all("grid_z = 3" in launch for launch in launches)
 
 
 def test_the_lowering_report_names_every_implementation_and_platform():

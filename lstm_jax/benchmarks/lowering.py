@@ -35,21 +35,30 @@ def _target(platform: str):
   return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",), abstract_device=device))
 
 
-def lower_train_step(platform: str, cell: str = "lstm", hidden: int = 32, batch: int = 4, steps: int = 5,
-                     vocab: int = 11, matmul_dtype: str = "float32") -> list[str]:
-  """Lowers one SGD train step of the scratch model with ``recurrence=pallas`` for ``platform``; returns the
-  custom-call targets of the lowered module (raises if lowering fails)."""
+def lowered_train_step(platform: str, cell: str = "lstm", hidden: int = 32, batch: int = 4, steps: int = 5,
+                       vocab: int = 11, matmul_dtype: str = "float32", members: int = 0) -> str:
+  """The MLIR module of one SGD train step of the scratch model with ``recurrence=pallas``, lowered for
+  ``platform`` (raises if lowering fails); ``members > 0``: the step ``jax.vmap``-ed over that many members, as
+  population training runs it."""
   model = model_lib.LanguageModel(vocab_size=vocab, hidden_size=hidden, cell=cell, recurrence="pallas",
                                   matmul_dtype=matmul_dtype, kernel_target=platform)
   optimizer = sgd_optimizer()
   state = train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=batch)
   tokens = jnp.zeros((batch, steps), jnp.int32)
-  step = jax.jit(lambda s, x, y: train.train_step(s, x, y, model=model, optimizer=optimizer, carry_state=True))
+  step = lambda s, x, y: train.train_step(s, x, y, model=model, optimizer=optimizer, carry_state=True)
+  if members:
+    step = jax.vmap(step)
+    state, tokens = jax.tree.map(lambda x: jnp.stack([x] * members), (state, tokens))
   with _target(platform):
-    exported = export.export(step, platforms=[platform],
+    exported = export.export(jax.jit(step), platforms=[platform],
                              disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON_CALL)])(state, tokens,
                                                                                                     tokens)
-  return sorted(set(re.findall(r"custom_call @([\w$.]+)", exported.mlir_module())))
+  return exported.mlir_module()
+
+
+def lower_train_step(platform: str, **settings) -> list[str]:
+  """The custom-call targets of ``lowered_train_step(platform, **settings)``."""
+  return sorted(set(re.findall(r"custom_call @([\w$.]+)", lowered_train_step(platform, **settings))))
 
 
 def _pallas_line(platform: str, cell: str, dtype: str) -> tuple[str, bool]:
