@@ -258,11 +258,14 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
   pending = [run for run in runs if not run.finished]
   print(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to run.", flush=True)
   if mode == "local":
-    progress = progress_lib.Progress(len(pending))
+    progress, failed = progress_lib.Progress(len(pending)), []
     for index, run in enumerate(pending, start=1):
       print(f"== [{index}/{len(pending)}] {run.name}  {progress.timing()}", flush=True)
-      subprocess.run((sys.executable,) + run.command[1:], check=True)
+      if subprocess.run((sys.executable,) + run.command[1:]).returncode:  # a failed run does not stop the others
+        failed.append(run.name)
       progress.advance()
+    if failed:
+      raise SystemExit(f"Runs failed: {', '.join(failed)}; rerun the sweep to resume them.")
   elif mode == "gpus":
     failed = run_per_gpu(pending, local_gpus())
     if failed:

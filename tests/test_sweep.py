@@ -131,3 +131,17 @@ def test_generated_launch_scripts_pass_bash_syntax_check(tmp_path):
     path.write_text(text)
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, (name, result.stderr)
+
+
+def test_local_mode_runs_every_point_and_names_the_failed_ones(tmp_path, monkeypatch):
+  config = str(REPO / "experiments" / "lstm.py:corpus=timemachine")
+  calls = []
+
+  def fake_run(command, **kwargs):
+    calls.append(command)
+    return subprocess.CompletedProcess(command, 1 if "--config.model.hidden_size=128" in command else 0)
+
+  monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+  with pytest.raises(SystemExit, match=r"Runs failed: hidden_size=128,cell=\w+, hidden_size=128,"):
+    sweep.launch(config, "hidden", str(tmp_path), "local")
+  assert len(calls) == len(sweep.expand(config, "hidden", tmp_path))  # the failures stopped nothing

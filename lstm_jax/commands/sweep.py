@@ -45,8 +45,11 @@ def main(argv):
     return
   if not (_CONFIG.value and _SWEEP.value):
     raise app.UsageError("Pass --config FILE[:variant] and --sweep NAME (or --mode=slurm --runs_file FILE).")
-  sweep.launch(_CONFIG.value, _SWEEP.value, _ROOT.value, _MODE.value, tuple(_EXTRA.value), _DRY_RUN.value,
-               _TPU_NAME.value, _TPU_ZONE.value, cluster)
+  try:
+    sweep.launch(_CONFIG.value, _SWEEP.value, _ROOT.value, _MODE.value, tuple(_EXTRA.value), _DRY_RUN.value,
+                 _TPU_NAME.value, _TPU_ZONE.value, cluster)
+  except (OSError, ValueError) as e:  # a bad experiment file, sweep name or root: one line, exit 1
+    raise SystemExit(f"error: {e}") from e
 
 
 def run():
