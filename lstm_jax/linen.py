@@ -108,11 +108,8 @@ class RecurrentLayer(nn.Module):
     if carry is None:
       carry = _zero_carry(self.cell, (xs_TBI.shape[1],), self.hidden_size, self.carry_dtype)
     xproj_TBG = family.project_inputs(params, xs_TBI)
-    if seq_lengths is None:
-      carry, hs_TBH = family.recurrence(params, xproj_TBG, carry, unroll=self.unroll)
-    else:
-      carry, hs_TBH = variable_length.masked_recurrence(family.recurrence, params, xproj_TBG, carry, seq_lengths,
-                                                        unroll=self.unroll)
+    carry, hs_TBH = variable_length.recurrence(family.recurrence, params, xproj_TBG, carry, seq_lengths,
+                                               unroll=self.unroll)
     return carry, (hs_TBH if self.time_major else jnp.swapaxes(hs_TBH, 0, 1))
 
   @nn.nowrap

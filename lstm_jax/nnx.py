@@ -168,11 +168,8 @@ class RecurrentLayer(_FamilyParams, nnx.Module):
     if carry is None:
       carry = _zero_carry(self.cell, (xproj_TBG.shape[1],), self.hidden_features, self.carry_dtype)
     params, family = self.params, self.family
-    if seq_lengths is None:
-      carry, hs_TBH = family.recurrence(params, xproj_TBG, carry, unroll=self.unroll)
-    else:
-      carry, hs_TBH = variable_length.masked_recurrence(family.recurrence, params, xproj_TBG, carry, seq_lengths,
-                                                        unroll=self.unroll)
+    carry, hs_TBH = variable_length.recurrence(family.recurrence, params, xproj_TBG, carry, seq_lengths,
+                                               unroll=self.unroll)
     return carry, (hs_TBH if self.time_major else jnp.swapaxes(hs_TBH, 0, 1))
 
   def initialize_carry(self, input_shape: tuple[int, ...], rngs: nnx.Rngs | nnx.RngStream | None = None):

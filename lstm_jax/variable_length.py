@@ -55,16 +55,22 @@ def reverse_valid(xs_TB: jax.Array, seq_lengths_B: jax.Array) -> jax.Array:
   return jnp.take_along_axis(xs_TB, jnp.broadcast_to(source, xs_TB.shape), axis=0)
 
 
+def recurrence(recurrence_fn: Recurrence, params, xproj_TBG: jax.Array, carry, seq_lengths_B: jax.Array | None = None,
+               unroll: int = 1) -> tuple[Any, jax.Array]:
+  """``recurrence_fn`` over all T steps, or with ``seq_lengths_B`` over each sequence's valid steps only
+  (``masked_recurrence``); ``-> (carry, hs [T, B, H])``."""
+  if seq_lengths_B is None:
+    return recurrence_fn(params, xproj_TBG, carry, unroll=unroll)
+  return masked_recurrence(recurrence_fn, params, xproj_TBG, carry, seq_lengths_B, unroll=unroll)
+
+
 def layer(cell: str, params, xs_TBI: jax.Array, carry=None, seq_lengths_B: jax.Array | None = None,
           unroll: int = 1) -> tuple[Any, jax.Array]:
   """One layer of family ``cell`` over ``[T, B, in]``; with ``seq_lengths_B`` the padded steps are masked."""
   family = cells.get_family(cell)
   if carry is None:
     carry = family.zero_carry(xs_TBI.shape[1], params["W_h"].shape[0], xs_TBI.dtype)
-  xproj_TBG = family.project_inputs(params, xs_TBI)
-  if seq_lengths_B is None:
-    return family.recurrence(params, xproj_TBG, carry, unroll=unroll)
-  return masked_recurrence(family.recurrence, params, xproj_TBG, carry, seq_lengths_B, unroll=unroll)
+  return recurrence(family.recurrence, params, family.project_inputs(params, xs_TBI), carry, seq_lengths_B, unroll)
 
 
 def bidirectional(cell: str, params: dict[str, Any], xs_TBI: jax.Array, seq_lengths_B: jax.Array | None = None,

@@ -8,43 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from layer_checks import B, FAMILY_NAMES, H, IN, T, TOL  # noqa: F401
+from layer_checks import assert_trees_close as _assert_trees_close
+from layer_checks import inputs as _inputs
+from layer_checks import loss as _loss
+from layer_checks import random_params as _random_params
+from layer_checks import scratch as _scratch
 import numpy_reference
 from lstm_jax import cells
 from lstm_jax import linen
 from lstm_jax.cells import lstm
-
-B, T, IN, H = 3, 6, 5, 4
-TOL = dict(rtol=1e-5, atol=1e-6)
-FAMILY_NAMES = sorted(cells.FAMILIES)
-
-
-def _inputs(seed=0, shape=(B, T, IN)):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _random_params(family, seed=1, scale=0.5):
-  """N(0, scale^2) values in the family's own tree structure."""
-  shapes = jax.eval_shape(lambda k: family.init_params(k, IN, H, "d2l"), jax.random.key(0))
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-
-
-def _scratch(family, params, xs_BTI, carry=None):
-  """The scratch layer, batch-major in and out."""
-  xs_TBI = jnp.swapaxes(xs_BTI, 0, 1)
-  if carry is None:
-    carry = family.zero_carry(xs_BTI.shape[0], H)
-  carry, hs_TBH = family.recurrence(params, family.project_inputs(params, xs_TBI), carry)
-  return carry, jnp.swapaxes(hs_TBH, 0, 1)
-
-
-def _loss(carry, outputs):
-  return jnp.sum(jnp.sin(3.0 * outputs)) + sum(jnp.sum(leaf ** 2) for leaf in jax.tree.leaves(carry))
-
-
-def _assert_trees_close(got, want, **tol):
-  assert jax.tree.structure(got) == jax.tree.structure(want)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **(tol or TOL)), got, want)
 
 
 def _forms(name):
