@@ -1,0 +1,112 @@
+"""``lstm-jax-compile``'s work: a config's train step, evaluation forward and (optionally) population step compiled
+for each target, one line per target, and the exit status (0: every target compiles and fits; 1: one does not, or
+the compiler packages or the corpus are missing; 2: a bad config or an unknown target).
+
+The model is the one ``lstm_jax.models.from_config`` builds, with ``kernel_target`` set to the target's platform
+for the scratch implementation, so ``recurrence=auto`` resolves as on that chip (Pallas for the LSTM, tanh RNN
+and reset-after GRU); the other implementations have no such field and compile as they are. The vocabulary size
+comes from the config's corpus, loaded as the trainer loads it (``corpora.load``: a few MB at most, read from
+``LSTM_JAX_DATA_DIR`` or downloaded once).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import ml_collections
+from absl import flags
+
+from lstm_jax import config as config_lib
+from lstm_jax import models
+from lstm_jax import optimizer as optimizer_lib
+from lstm_jax import validation
+from lstm_jax.aot import compile as compile_lib
+from lstm_jax.aot import targets as targets_lib
+from lstm_jax.data import corpora
+from lstm_jax.data import pipeline
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser for the command: a bad flag or ``--config.x=y`` is one ``error:`` line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}. Pass --helpfull to list the flags.", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    paths = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and "=" in a]
+    fields = set(config_lib.field_paths())
+    unknown = [p for p in paths if p not in fields and not any(f.startswith(p + ".") for f in fields)]
+    message = config_lib.suggest_field(unknown[0]) if unknown else " ".join(str(e).strip("'\"").split())
+    print(f"error: bad config override: {message} Override fields as --config.section.field=value.",
+          file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+def for_target(config: ml_collections.ConfigDict, platform: str) -> ml_collections.ConfigDict:
+  """A copy of ``config`` whose scratch model is built for ``platform`` ("cuda" / "tpu")."""
+  config = config.copy_and_resolve_references()
+  if config.model.get("implementation", "scratch") == "scratch":
+    with config.unlocked():
+      config.model.kernel_target = platform
+  return config
+
+
+def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target, vocab_size: int,
+                   members: int = 0) -> compile_lib.TargetResult:
+  """The train step, evaluation forward and (``members > 0``) population step of ``config`` on ``target``."""
+  config = for_target(config, target.platform)
+  result = compile_lib.TargetResult(target.name, target.chip, len(target.devices), recurrence="?",
+                                    memory_bytes=target.memory_bytes)
+  if config.model.get("implementation", "scratch") == "cudnn":
+    result.recurrence = "cudnn"
+    result.error = compile_lib.CUDNN_NOTE if target.platform == "cuda" else "cuDNN's RNN runs on NVIDIA GPUs only"
+    return result
+  try:
+    model = models.from_config(config.model, vocab_size)
+    result.recurrence = compile_lib.recurrence_of(model)
+  except ValueError as e:
+    result.error = str(e)
+    return result
+  optimizer = optimizer_lib.make_optimizer(config.optimizer)
+  d = config.data
+  result.programs.append(compile_lib.train_program(target, model, optimizer, d.batch_size, d.num_steps,
+                                                   pipeline.carries_state(d), config.seed))
+  result.programs.append(compile_lib.eval_program(target, model, d.batch_size, d.num_steps, config.seed))
+  if members:
+    result.programs.append(compile_lib.population_program(target, config, vocab_size, members))
+  return result
+
+
+def run(config: ml_collections.ConfigDict, target_names: Sequence[str], members: int = 0,
+        print_fn=print) -> int:
+  """Compiles ``config`` for every target, printing one line each as it finishes; returns the exit status.
+  Problems before any compile (unknown target, bad config, missing packages or corpus) print one ``error:`` line."""
+  try:
+    validation.check(config)
+    for name in target_names:
+      targets_lib.family(name)
+  except (validation.ConfigError, targets_lib.UnknownTargetError) as e:
+    print_fn(f"error: {e}")
+    return EXIT_USAGE
+  try:
+    corpus = corpora.load(config.data)
+    validation.check(config, corpus)
+    targets = targets_lib.resolve_all(list(target_names))
+  except validation.ConfigError as e:
+    print_fn(f"error: {e}")
+    return EXIT_USAGE
+  except targets_lib.UnknownTargetError as e:
+    print_fn(f"error: {e}")
+    return EXIT_USAGE
+  except (targets_lib.MissingPackagesError, corpora.CorpusError, OSError) as e:
+    print_fn(f"error: {e}")
+    return EXIT_FAILED
+  ok = True
+  for target in targets:
+    result = compile_target(config, target, len(corpus.vocab), members)
+    print_fn(result.line())
+    ok &= result.ok
+  return EXIT_OK if ok else EXIT_FAILED

@@ -1,0 +1,47 @@
+"""Compile a config for chips this machine does not have: ``python -m lstm_jax.commands.compile --config
+experiments/timemachine_lstm.py[:variant] [--config.x=y ...] --target h100 --target v5e:1x1 [--population K]``.
+
+One line per target: compile seconds and per-device memory (arguments, outputs, temporaries, total against the
+chip's memory) of the train step and the evaluation forward (and the population step of K members), the
+recurrence used and the kernels found. Exit 0: every target compiles and fits; 1: one does not (the compiler's
+message, shortened), or the compiler packages are missing (``pip install -e '.[aot]'``); 2: a bad flag or config,
+or an unknown target. Proves the chip's compiler accepts the program and it fits; says nothing of speed.
+Targets and method: ``lstm_jax.aot``.
+"""
+
+import os
+import sys
+
+os.environ["JAX_PLATFORMS"] = "cpu"  # before jax starts: the CUDA plugin would try the absent driver
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from lstm_jax.aot import check  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:variant]).",
+                                lock_config=True)
+_TARGETS = flags.DEFINE_multi_string("target", [], "Chip to compile for (repeatable): h100, h200, a100, h100x8, or a "
+                                     "TPU topology such as v5e:1x1, v6e:1x1, v5p:1x1x1, v5e:2x2, v4:2x2x1.")
+_POPULATION = flags.DEFINE_integer("population", 0, "Also compile the population step of this many members.",
+                                   lower_bound=0)
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f"error: unexpected arguments {argv[1:]}; pass flags as --target NAME.", file=sys.stderr)
+    sys.exit(2)
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.ERROR)
+  errors = lambda line: print(line, file=sys.stderr if line.startswith("error:") else sys.stdout, flush=True)
+  sys.exit(check.run(FLAGS.config, _TARGETS.value, _POPULATION.value, print_fn=errors))
+
+
+def run():
+  app.run(main, flags_parser=check.parse_flags)
+
+
+if __name__ == "__main__":
+  run()
