@@ -24,29 +24,17 @@ a CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``); cuDNN through ``j
 ``clip_grad_norm_`` + SGD when torch is installed, on CUDA (cuDNN) when torch sees a GPU, else on the CPU
 (``torch.set_num_threads`` = cores).
 
-Method: every implementation is compiled and warmed up first (compile time reported on its own), then all of
-them run in interleaved rounds, each timing enough calls for ~0.5 s (0.2 s with ``--quick``). The table gives the
-median and min-max over rounds; "x PyTorch" is the median over rounds of the per-round speed ratio (> 1: faster
-than PyTorch; for W3 the latency ratio PyTorch one-call / ours); "x cuDNN" the same against the cuDNN row. "% peak" is model FLOP/s (3x the forward's
-matmul FLOPs; the one-hot input projection is a gather and counts 0) over the fp32 matmul rate this command
-measures (best of several 2048^3 XLA matmuls). The machine may be shared: read ratios, not absolute numbers;
-rows whose rounds spread by more than 25% are marked "(noisy)" and listed in a warning. PyTorch's
-OpenMP threads slow down sharply when another process takes a core, so rerun on a quiet machine.
+Method (compiling, interleaved timing rounds, medians, ratios, "% peak", noisy rows): ``lstm_jax.benchmarks.timing``;
+workloads and the runner type: ``lstm_jax.benchmarks.workloads``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import os
-import re
-import statistics
-import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
 import optax
 
@@ -56,67 +44,14 @@ from lstm_jax import model as model_lib
 from lstm_jax import optimizer as optimizer_lib
 from lstm_jax import train as train_lib
 from lstm_jax import train_state as train_state_lib
+# The timing and workload names stay importable from here (the benchmark command, profile.py and tests use them).
+from lstm_jax.benchmarks.timing import (NOISY_SPREAD, Row, is_noisy, markdown_table,  # noqa: F401
+                                        matmul_peak_flops, measure, noisy_lines, summarise)
+from lstm_jax.benchmarks.workloads import (GENERATE_TOKENS, VOCAB, WORKLOADS, Runner, Workload,  # noqa: F401
+                                           block, random_tokens)
 
-VOCAB = 28
 LEARNING_RATE = 1.0
 CLIP_NORM = 1.0
-GENERATE_TOKENS = 1000
-
-
-@dataclasses.dataclass(frozen=True)
-class Workload:
-  name: str
-  description: str
-  num_layers: int
-  hidden: int
-  batch: int
-  steps: int
-
-  def train_flops_per_token(self) -> float:
-    """3x the forward's matmul FLOPs per token (layer 0's one-hot projection is a gather: 0)."""
-    gates = 4 * self.hidden
-    forward = sum(2 * self.hidden * gates + (2 * self.hidden * gates if layer > 0 else 0)
-                  for layer in range(self.num_layers)) + 2 * self.hidden * VOCAB
-    return 3.0 * forward
-
-
-WORKLOADS = {
-    "W1": Workload("W1", "book: 1x256, batch 32, 35 steps", 1, 256, 32, 35),
-    "W2": Workload("W2", "char-RNN: 2x512, batch 64, 100 steps", 2, 512, 64, 100),
-    "W3": Workload("W3", "generation: 256, batch 1, 1000 tokens", 1, 256, 1, GENERATE_TOKENS),
-    "W4": Workload("W4", "accelerator: 2x1024, batch 128, 100 steps", 2, 1024, 128, 100),
-    "tiny": Workload("tiny", "command check: 1x16, batch 4, 5 steps", 1, 16, 4, 5),
-}
-
-
-@dataclasses.dataclass
-class Runner:
-  """One implementation of one workload: ``call()`` does one unit of work and returns something to wait on."""
-  name: str
-  call: Callable[[], Any]
-  units_per_call: int           # tokens per call
-  reference: str = ""           # "torch" / "cudnn": the row the "x PyTorch" / "x cuDNN" ratios divide by
-  compile_s: float = float("nan")
-  iterations: int = 1
-  rates: list[float] = dataclasses.field(default_factory=list)  # tokens/s per round
-
-
-def block(result) -> None:
-  """Waits for JAX's asynchronous dispatch; PyTorch on CPU has already finished."""
-  if isinstance(result, (jax.Array, tuple, list, dict)):
-    jax.block_until_ready(result)
-
-
-def _timed_call(runner: Runner) -> float:
-  start = time.perf_counter()
-  block(runner.call())
-  return time.perf_counter() - start
-
-
-def random_tokens(workload: Workload, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  rng = np.random.default_rng(seed)
-  return (rng.integers(0, VOCAB, (workload.batch, workload.steps)).astype(np.int32),
-          rng.integers(0, VOCAB, (workload.batch, workload.steps)).astype(np.int32))
 
 
 def sgd_optimizer() -> optax.GradientTransformation:
@@ -307,20 +242,7 @@ def torch_generate_runners(workload: Workload) -> list[Runner]:
           Runner("pytorch nn.LSTM, per-token Python loop (book)", per_token, workload.steps)]
 
 
-# ---------------------------------------------------------------------------------------------------- measuring
-
-
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-  """The best fp32 FLOP/s of an XLA ``[size, size] x [size, size]`` matmul on this machine."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  matmul = jax.jit(lambda x, y: x @ y)
-  matmul(a, a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2.0 * size ** 3 / min(times)
+# -------------------------------------------------------------------------------------------------- by name
 
 
 # Train-step implementations by name; a factory returns None where that implementation cannot run here.
@@ -358,89 +280,3 @@ def build_runners(workload: Workload, implementations: tuple[str, ...] | None = 
   runners = [IMPLEMENTATIONS[name](workload) for name in names]
   return [r for r in runners if r is not None]
 
-
-def measure(runners: list[Runner], rounds: int, seconds_per_call_batch: float) -> None:
-  """Compiles and warms up every runner, then times them in interleaved rounds (rotating the order)."""
-  for runner in runners:
-    runner.compile_s = _timed_call(runner)      # first call: tracing + compilation (+ one step)
-    one = min(_timed_call(runner) for _ in range(2))
-    runner.iterations = max(1, round(seconds_per_call_batch / max(one, 1e-6)))
-  for r in range(rounds):
-    for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
-      start = time.perf_counter()
-      result = None
-      for _ in range(runner.iterations):
-        result = runner.call()
-      block(result)
-      runner.rates.append(runner.units_per_call * runner.iterations / (time.perf_counter() - start))
-
-
-@dataclasses.dataclass
-class Row:
-  workload: str
-  implementation: str
-  median: float        # tokens/s (W3: microseconds per token)
-  low: float
-  high: float
-  ratio: float         # speed relative to the PyTorch row (> 1: faster)
-  peak_fraction: float
-  compile_s: float
-  ratio_cudnn: float = float("nan")  # speed relative to the cuDNN (jax.experimental.rnn) row
-
-
-def _median_ratio(runner: Runner, reference: Runner | None) -> float:
-  """The median over rounds of ``runner``'s rate over ``reference``'s in the same round (nan: no reference)."""
-  if reference is None:
-    return float("nan")
-  return statistics.median(a / b for a, b in zip(runner.rates, reference.rates))
-
-
-def summarise(workload: Workload, runners: list[Runner], peak: float) -> list[Row]:
-  torch_row = next((r for r in runners if r.reference == "torch"), None)
-  cudnn_row = next((r for r in runners if r.reference == "cudnn"), None)
-  rows = []
-  for runner in runners:
-    median = statistics.median(runner.rates)
-    ratio, ratio_cudnn = _median_ratio(runner, torch_row), _median_ratio(runner, cudnn_row)
-    if workload.name == "W3":
-      values = [1e6 / rate for rate in runner.rates]
-      rows.append(Row(workload.name, runner.name, statistics.median(values), min(values), max(values),
-                      ratio, float("nan"), runner.compile_s, ratio_cudnn))
-    else:
-      rows.append(Row(workload.name, runner.name, median, min(runner.rates), max(runner.rates), ratio,
-                      median * workload.train_flops_per_token() / peak, runner.compile_s, ratio_cudnn))
-  return rows
-
-
-def markdown_table(rows: list[Row], peak: float) -> str:
-  device = jax.devices()[0]
-  lines = [f"fp32 matmul rate measured here: {peak / 1e9:.0f} GFLOP/s; JAX {jax.__version__}, {device.platform} "
-           f"{device.device_kind}, {os.cpu_count()} cores visible.", "",
-           "| workload | implementation | tokens/s (W3: us/token) median | min-max | x PyTorch | x cuDNN (jax) "
-           "| % peak | compile s |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
-  for row in rows:
-    unit = "{:.1f}" if row.workload == "W3" else "{:,.0f}"
-    peak_text = "" if np.isnan(row.peak_fraction) else f"{100 * row.peak_fraction:.0f}%"
-    noisy = " (noisy)" if is_noisy(row) else ""
-    ratio_text, cudnn_text = ("" if np.isnan(r) else f"{r:.2f}{noisy}" for r in (row.ratio, row.ratio_cudnn))
-    lines.append(f"| {row.workload} | {row.implementation} | {unit.format(row.median)} | "
-                 f"{unit.format(row.low)}-{unit.format(row.high)} | {ratio_text} | {cudnn_text} | {peak_text} | "
-                 f"{row.compile_s:.1f} |")
-  return "\n".join(lines)
-
-
-NOISY_SPREAD = 0.25  # (max - min) / median over rounds above which a row is flagged
-
-
-def is_noisy(row: Row) -> bool:
-  return (row.high - row.low) / row.median > NOISY_SPREAD
-
-
-def noisy_lines(rows: list[Row]) -> list[str]:
-  """A warning naming the rows whose rounds spread too much for their ratios to be trusted (none: empty)."""
-  noisy = sorted({f"{r.workload} {r.implementation}" for r in rows if is_noisy(r)})
-  if not noisy:
-    return []
-  return [f"- WARNING: spread over rounds above {NOISY_SPREAD:.0%} (machine busy?) for: {'; '.join(noisy)}. "
-          f"Ratios involving these rows are unreliable; rerun when the machine is quiet."]
