@@ -145,23 +145,35 @@ def format_bytes(n: int | None) -> str:
   return f"{n / MIB:.1f} MiB"
 
 
+_SHORTAGES = (  # (pattern, groups of: memory space, needed, available) of the compilers' out-of-memory messages
+    (r"Allocation \(size=(\d+)\) would exceed memory \(size=(\d+)\).*?space=(\w+)", (3, 1, 2)),
+    (r"Ran out of memory (?:in memory space |on )?(\w+).*?size ([\d.]+\s*[KMGT]?i?B?) and limit "
+     r"([\d.]+\s*[KMGT]?i?B?)", (1, 2, 3)),
+    (r"Ran out of memory (?:in memory space |on )?(\w+).*?\(([\d.]+\s*[KMGT]?i?B?)\) exceeds (?:the )?"
+     r"(?:available|limit)[^(]*\(([\d.]+\s*[KMGT]?i?B?)\)", (1, 2, 3)),
+    (r"[Ss]hared memory size limit exceeded.*?(\d+).*?(\d+)", (None, 1, 2)),
+)
+
+
+def _size(text: str) -> str:
+  """A byte count ("268435456") as MiB; a size the compiler already wrote with a unit ("62.42G") as it is."""
+  return format_bytes(int(text)) if text.isdigit() else text
+
+
 def short_error(error: BaseException) -> str:
-  """The compiler's message in one line: the VMEM / shared-memory / HBM shortage as "VMEM: needs X of Y" where
-  it says so, else its first meaningful line, at most 200 characters."""
+  """The compiler's message in one line: a memory shortage as "VMEM: needs 256.0 MiB of 128.0 MiB" (HBM, shared
+  memory alike), else its first line naming an error, at most 200 characters."""
   text = str(error)
   flat = " ".join(text.split())
-  vmem = re.search(r"[Vv][Mm][Ee][Mm].*?(?:requires|needs|need|allocate)\D{0,40}([\d.]+\s*[KMG]i?B?)"
-                   r".*?(?:limit|of|exceeds|available)\D{0,40}([\d.]+\s*[KMG]i?B?)", flat)
-  if vmem:
-    return f"VMEM: needs {vmem.group(1)} of {vmem.group(2)}"
-  shared = re.search(r"[Ss]hared memory.*?(\d+).*?(?:max|limit|available|of)\D{0,20}(\d+)", flat)
-  if shared and "out of" in flat.lower():
-    return f"shared memory: needs {shared.group(1)} bytes of {shared.group(2)}"
+  for pattern, (space, needed, available) in _SHORTAGES:
+    found = re.search(pattern, flat)
+    if found:
+      where = found.group(space).upper() if space else "shared memory"
+      return f"{where}: needs {_size(found.group(needed))} of {_size(found.group(available))}"
   lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("---", "==="))]
-  first = next((ln for ln in lines if re.search(r"RESOURCE_EXHAUSTED|INTERNAL|INVALID_ARGUMENT|Error|error", ln)),
-               lines[0] if lines else type(error).__name__)
-  first = re.sub(r"^(jax\.errors\.|jaxlib\.\S+\.)?\w*(Error|Exception):\s*", "", first)
-  return (f"{type(error).__name__}: " + first)[:200] if first else type(error).__name__
+  first = next((ln for ln in lines if re.search(r"RESOURCE_EXHAUSTED|INTERNAL|INVALID_ARGUMENT|[Ee]rror", ln)),
+               lines[0] if lines else "")
+  return f"{type(error).__name__}: {first}"[:200] if first else type(error).__name__
 
 
 def kernels_in(lowered_text: str) -> dict[str, int]:
