@@ -158,7 +158,11 @@ def resolve(name: str) -> Target:
   from jax.experimental import topologies  # noqa: PLC0415
   chip, count = _GPU_NAME.match(name).groups()
   text = (CHIPS_DIR / f"{chip}.textproto").read_text()
-  topology = topologies.get_topology_desc(chip, "cuda", target_config=text, topology=f"1x1x{int(count or 1)}")
+  try:
+    topology = topologies.get_topology_desc(chip, "cuda", target_config=text, topology=f"1x1x{int(count or 1)}")
+  except NotImplementedError as e:  # the plugin failed to start with the backends (no driver) and left no topology
+    raise MissingPackagesError(f"the CUDA plugin offers no compile-only topology ({e}): JAX started its backends "
+                               f"before JAX_PLATFORMS=cpu; run the compile in a fresh process.") from None
   devices = tuple(topology.devices)
   return Target(name, "cuda", devices, devices[0].device_kind, chip_memory_bytes(text))
 

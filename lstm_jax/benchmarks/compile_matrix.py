@@ -49,6 +49,8 @@ class Outcome:
   total: int = 0
   temporaries: int = 0
   error: str = ""
+  arguments: int = 0
+  kernels: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def cell(self) -> str:
     from lstm_jax.aot.compile import format_bytes  # noqa: PLC0415
@@ -79,11 +81,11 @@ def compile_case(case: Case) -> Outcome:
   program = compile_lib.train_program(target, model, train_step.sgd_optimizer(), w.batch, w.steps,
                                       carry_state=False)
   if program.error:
-    return Outcome("FAILED", program.seconds, error=program.error)
+    return Outcome("FAILED", program.seconds, error=program.error, kernels=program.kernels)
   m = program.memory
-  if target.memory_bytes and m.total > target.memory_bytes:
-    return Outcome("FAILED", program.seconds, m.total, m.temporaries, error="does not fit in the chip's memory")
-  return Outcome("ok", program.seconds, m.total, m.temporaries)
+  fits = not target.memory_bytes or m.total <= target.memory_bytes
+  return Outcome("ok" if fits else "FAILED", program.seconds, m.total, m.temporaries,
+                 "" if fits else "does not fit in the chip's memory", m.arguments, program.kernels)
 
 
 _TARGETS: dict[str, Any] = {}
