@@ -6,6 +6,7 @@ import pathlib
 from typing import Any
 
 import numpy as np
+from matplotlib import ticker
 
 from lstm_jax import plots
 from lstm_jax.d2l.rows import TABLES, Row
@@ -17,7 +18,7 @@ def _draw_rows(ax, rows: list[Row], runs: dict[str, list[dict[str, Any]]], first
     row_runs = runs[row.name]
     train_key, val_key = measure_keys(row, row_runs)  # the measure the tables judge the row on
     epochs = sorted(set.intersection(*(set(r["epochs"]) for r in row_runs)))
-    for key, style in ((train_key, dict(lw=1.4, label=row.name.split("_", 1)[1])), (val_key, dict(lw=1.1, ls="--"))):
+    for key, style in ((train_key, dict(lw=1.4, label=row.name)), (val_key, dict(lw=1.1, ls="--"))):
       key_epochs = [e for e in epochs if all(key in r["epochs"][e] for r in row_runs)]
       if key_epochs:
         ax.plot(key_epochs, [np.mean([r["epochs"][e][key] for r in row_runs]) for e in key_epochs], color=color,
@@ -26,6 +27,9 @@ def _draw_rows(ax, rows: list[Row], runs: dict[str, list[dict[str, Any]]], first
     if row.book_val is not None:
       ax.plot([max(row.book)], [row.book_val], "s", color=color, ms=6, mfc="none")
   plots.plain_log_y(ax)
+  low, high = ax.get_ylim()
+  if high / low < 10:  # less than a decade: label more than the 1-2-5 ticks, else two labels may be all there is
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)))
   ax.set_xlabel("epoch")
   ax.set_ylabel("perplexity")
   ax.grid(True, which="both", alpha=0.3)

@@ -7,17 +7,20 @@ Prose about the rows (why a row misses, findings) lives in ``findings.md`` besid
 
 from __future__ import annotations
 
+import datetime
 import json
 import pathlib
 import re
 from typing import Any
 
+from lstm_jax.d2l import report_data
 from lstm_jax.d2l.library_check import library_table
 from lstm_jax.d2l.plots import plot_table
-from lstm_jax.d2l.rows import TABLES, Row
+from lstm_jax.d2l.rows import ROWS, TABLES, Row
 from lstm_jax.d2l.summary import compute_time_table, results_table, summarise, summary_table
 
 FINDINGS_FILE = "findings.md"
+DEFAULT_COMMAND = "python -m lstm_jax.commands.report"
 
 
 def read_findings(path: pathlib.Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -30,15 +33,74 @@ def read_findings(path: pathlib.Path) -> tuple[dict[str, str], dict[str, str]]:
   return found["miss"], found["note"]
 
 
+def _dating_notes(rows: list[Row], entries: dict[str, dict[str, Any]], newest: str) -> list[str]:
+  """One line per row of a table whose runs are older than the report's newest ones or whose curve is missing."""
+  lines = []
+  for row in rows:
+    entry = entries[row.name]
+    if "kept" in entry:
+      lines += [f"- **{row.name}** (kept): the numbers of the runs of {entry['date']}, not rerun for this report: "
+                f"{entry['kept']} Its curve is not drawn: those runs' per-epoch records were not kept.", ""]
+    elif entry and entry["date"] != newest:
+      lines += [f"- **{row.name}**: runs of {entry['date']}.", ""]
+  return lines
+
+
+def _report_data(rows: list[Row], runs: dict[str, list[dict[str, Any]]], committed: dict[str, Any] | None,
+                 samples: dict[str, list[str]], library: list[dict[str, Any]] | None, command: str,
+                 date: str) -> dict[str, Any]:
+  """The report's data (``report_data``'s format): each row from its finished runs in ``runs``, else the
+  committed entry, else empty (not run); ``library`` or, when None, the committed comparison."""
+  entries: dict[str, dict[str, Any]] = {}
+  for row in rows:
+    if runs.get(row.name):
+      measure, compact = report_data.compact_runs(row, runs[row.name])
+      entries[row.name] = {"date": date, "measure": measure, "runs": compact, "samples": samples.get(row.name, [])}
+    else:
+      entries[row.name] = (committed or {}).get("rows", {}).get(row.name, {})
+  if library is None and committed:
+    library = committed["library"]
+  return {"command": command, "rows": entries, "library": library}
+
+
 def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir: pathlib.Path,
                  samples: dict[str, list[str]] | None = None, library: list[dict[str, Any]] | None = None,
-                 command: str = "") -> dict[str, dict[str, Any]]:
-  """Writes ``RESULTS.md`` and one PNG per table into ``out_dir``; returns the per-row summaries."""
+                 command: str = "", date: str | None = None) -> dict[str, dict[str, Any]]:
+  """Writes ``RESULTS.md``, ``summary.json``, ``report_data.json`` and one PNG per table into ``out_dir``;
+  returns the per-row summaries.
+
+  A row with finished runs in ``runs`` is reported from them (dated ``date``, default today, UTC); a row without
+  comes from the committed ``report_data.json`` in ``out_dir`` where that holds it. When no row of ``rows`` has a
+  finished run and ``out_dir`` holds committed data, the report is redrawn from that data alone (its rows,
+  samples, library comparison and command line; ``rows``, ``samples``, ``library`` and ``command`` are not
+  used), so ``--notrain`` with no run directory rewrites the committed files unchanged.
+  """
   out_dir.mkdir(parents=True, exist_ok=True)
-  summaries = {row.name: summarise(row, runs[row.name]) for row in rows if runs.get(row.name)}
+  committed = report_data.read(out_dir)
+  if committed is not None and not any(runs.get(row.name) for row in rows):
+    data = committed
+  else:
+    date = date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    data = _report_data(rows, runs, committed, samples or {}, library, command or DEFAULT_COMMAND, date)
+  report_data.write(out_dir, data)
+  rows = [ROWS[name] for name in data["rows"]]
+  entries = data["rows"]
+  runs = {name: report_data.expand_runs(entry) for name, entry in entries.items() if "runs" in entry}
+  summaries = {}
+  for row in rows:
+    if row.name in runs:
+      summaries[row.name] = summarise(row, runs[row.name])
+    elif "summary" in entries[row.name]:
+      summaries[row.name] = report_data.kept_summary(entries[row.name])
+  samples = {name: entry["samples"] for name, entry in entries.items() if entry.get("samples")}
+  library, command = data["library"], data["command"]
+  dates = sorted({entry["date"] for entry in entries.values() if entry})
   explanations, notes = read_findings(out_dir / FINDINGS_FILE)
+  runs_date = (f"Runs of {dates[-1]}" + (", except the rows whose note under their table gives another date"
+                                         if len(dates) > 1 else "") + ". ") if dates else ""
   lines = ["# D2L perplexity tables, reproduced", "",
-           f"Generated by `{command or 'python -m lstm_jax.commands.report'}`. Book numbers: "
+           f"Generated by `{command}` (and redrawn from `{report_data.DATA_FILE}` beside it by `--notrain` with no "
+           f"run directory). {runs_date}Book numbers: "
            "`lstm_jax/d2l/book_tables.md` section 0; spread: section 6. *Reproduced*: our mean final perplexity is at most the "
            "top of the book's spread, or at most 10% above the book where no spread exists (lower is fine). "
            "Perplexity is training perplexity of the epoch (the book's quantity; for d2l 1.x, as its board shows "
@@ -46,12 +108,13 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
            "where the runs logged them); tokens/s over the last logging "
            "period; wall time of the whole run (compilation included; every session of a resumed run).", ""]
   lines += ["## Summary", "", *summary_table(rows, summaries), ""]
-  if runs:
+  if summaries:
     lines += ["## Compute time", "",
               "Minutes of training summed over the runs of this report (each run's wall time, compilation "
-              "included). The report trains `--jobs` runs at a time, each on a core of its own, so rerunning them "
-              "from nothing on two cores takes about half the total or more.", "",
-              *compute_time_table(rows, runs), ""]
+              "included; a row kept from an earlier report counts with its own runs' times). The report trains "
+              "`--jobs` runs at a time, each on a core of its own, so rerunning them from nothing on two cores "
+              "takes about half the total or more.", "",
+              *compute_time_table(rows, summaries), ""]
   for table, title in TABLES.items():
     table_rows = [r for r in rows if r.table == table]
     if not table_rows:
@@ -66,9 +129,13 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
     for row in table_rows:
       if row.name in notes and row.name in summaries:
         lines += [f"- **{row.name}** (note): " + notes[row.name], ""]
+    lines += _dating_notes(table_rows, entries, dates[-1] if dates else "")
+    png = out_dir / f"{table}.png"
     if any(runs.get(r.name) for r in table_rows):
-      plot_table(table, table_rows, runs, out_dir / f"{table}.png")
+      plot_table(table, table_rows, runs, png)
       lines += [f"![{table}]({table}.png)", ""]
+    else:
+      png.unlink(missing_ok=True)  # an earlier report's plot of rows that have no curves now
   if samples:
     lines += ["## Generated text (greedy, seed 0, the book's prefixes)", ""]
     for name, texts in samples.items():
@@ -85,6 +152,6 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
               *library_table(library), ""]
   (out_dir / "RESULTS.md").write_text("\n".join(lines))
   (out_dir / "summary.json").write_text(json.dumps(
-      {name: {**s, "at_epochs": {str(k): v for k, v in s["at_epochs"].items()}} for name, s in summaries.items()},
-      indent=1))
+      {name: {**s, "at_epochs": {str(k): v for k, v in s["at_epochs"].items()}, "runs_date": entries[name]["date"]}
+       for name, s in summaries.items()}, indent=1))
   return summaries

@@ -97,13 +97,15 @@ def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list
   return lines
 
 
-def compute_time_table(rows: list[Row], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-  """Training time of the finished runs summed per table, scratch rows apart from library ("library") rows, in
-  minutes of one worker process (one core): what a rerun from nothing costs, and what dominates it."""
+def compute_time_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list[str]:
+  """Training time of the reported runs (a row's mean wall time x its seeds) summed per table, scratch rows apart
+  from library ("library") rows, in minutes of one worker process (one core): what a rerun from nothing costs,
+  and what dominates it."""
   totals: dict[str, dict[str, float]] = {}
   for row in rows:
     kind = "library" if "library" in row.name else "scratch"
-    minutes = sum(run["wall_time_sec"] for run in runs.get(row.name, [])) / 60
+    s = summaries.get(row.name)
+    minutes = s["wall_time_sec"][0] * s["seeds"] / 60 if s else 0.0
     group = row.name if row.slow else row.table  # a slow row (left out of its table's name) gets its own line
     totals.setdefault(group, {"scratch": 0.0, "library": 0.0})[kind] += minutes
   if len(totals) > 1:
