@@ -13,6 +13,7 @@ import os
 import sys
 
 os.environ["JAX_PLATFORMS"] = "cpu"  # before jax starts: the CUDA plugin would try the absent driver
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # XLA's C++ log lines (errors come back as exceptions)
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
