@@ -57,16 +57,22 @@ class LanguageModel:
   unroll: int = 1               # lax.scan unroll factor
   recurrence: str = "auto"      # see RECURRENCES
   matmul_dtype: str = "float32"  # float32 | bfloat16: operands of the layers' matmuls (accumulation, state: float32)
-  kernel_target: str = ""       # "": kernels for this machine; "cuda" / "tpu": compiled for that platform (to lower
-                                # train steps on a CPU with jax.export)
+  kernel_target: str = ""       # "": kernels for this machine; "cuda" / "tpu": built for that platform (to lower or
+                                # compile train steps for a chip this machine lacks); "auto" resolves as there
 
   @property
   def family(self):
     return cells.get_family(self.cell)
 
   @property
+  def platform(self) -> str:
+    """The platform the model is built for: ``kernel_target``'s ("cuda" -> "gpu", "tpu") when set, else this
+    machine's default backend."""
+    return {"cuda": "gpu", "tpu": "tpu"}.get(self.kernel_target, jax.default_backend())
+
+  @property
   def resolved_recurrence(self) -> str:
-    """The recurrence ``recurrence`` selects for this cell on this machine's default backend."""
+    """The recurrence ``recurrence`` selects for this cell on ``platform``."""
     if self.recurrence not in RECURRENCES:
       raise ValueError(f"Unknown recurrence {self.recurrence!r}; choose one of {RECURRENCES} "
                        f"(--config.model.recurrence=NAME).")
@@ -76,9 +82,31 @@ class LanguageModel:
                          f"use --config.model.recurrence=scan (or auto).")
     if self.recurrence != "auto":
       return self.recurrence
-    if self.cell in PALLAS and jax.default_backend() in ("gpu", "tpu"):
+    if self.cell in PALLAS and self.platform in ("gpu", "tpu") and self.kernel_limit is None:
       return "pallas"
     return "fused_vjp" if self.cell in FUSED_VJP else "scan"
+
+  @property
+  def kernel_limit(self) -> str | None:
+    """Why the Pallas kernel cannot take this model on ``platform`` (outside ``lstm_jax.kernels.envelope``), or
+    None (inside it, or on a CPU, where the kernels run in interpret mode)."""
+    if self.cell not in PALLAS or self.platform not in ("gpu", "tpu"):
+      return None
+    from lstm_jax.kernels import envelope  # noqa: PLC0415 (Pallas imports only when a kernel is asked for)
+    return envelope.limit(self.cell, self.platform, self.hidden_size, self.matmul_dtype)
+
+  def recurrence_problem(self) -> str | None:
+    """One line for ``recurrence=pallas`` outside the kernels' envelope (naming the limit and the way out)."""
+    if self.recurrence == "pallas" and self.kernel_limit is not None:
+      return (f"--config.model.recurrence=pallas: {self.kernel_limit}; use --config.model.recurrence=auto (or "
+              f"fused_vjp), or a smaller --config.model.hidden_size.")
+    return None
+
+  def recurrence_note(self) -> str | None:
+    """One line when ``recurrence=auto`` passes over the Pallas kernel on a GPU/TPU because of the envelope."""
+    if self.recurrence == "auto" and self.kernel_limit is not None:
+      return f"recurrence=auto uses {self.resolved_recurrence}, not the Pallas kernel: {self.kernel_limit}."
+    return None
 
   @property
   def recurrence_fn(self):

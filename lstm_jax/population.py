@@ -31,6 +31,7 @@ from lstm_jax import metrics as metrics_lib
 from lstm_jax import optimizer as optimizer_lib
 from lstm_jax import sharding as sharding_lib
 from lstm_jax import train as train_lib
+from lstm_jax import validation
 from lstm_jax import workdir as workdir_lib
 from lstm_jax import models
 from lstm_jax.data import corpora
@@ -72,6 +73,7 @@ class Population:
     base = configs[0]
     self.size = len(configs)
     self.model = models.from_config(base.model, vocab_size)
+    validation.check_model(self.model)
     self.carry_state = pipeline.carries_state(base.data)
     self.mesh = sharding_lib.mesh(devices, axis_name="population")
     self.factory = optimizer_lib.member_optimizer(base.optimizer)

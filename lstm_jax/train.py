@@ -216,6 +216,10 @@ def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
   corpus = corpora.load(config.data)
   validation.check(config, corpus)
   model = models.from_config(config.model, len(corpus.vocab))
+  validation.check_model(model)
+  note = model.recurrence_note() if hasattr(model, "recurrence_note") else None
+  if note and jax.process_index() == 0:
+    logging.warning(note)
   optimizer = optimizer_lib.make_optimizer(config.optimizer)
   carry_state = pipeline.carries_state(config.data)
   logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,

@@ -170,3 +170,11 @@ def check(config: ml_collections.ConfigDict, corpus: corpora.Corpus | None = Non
     problems = data_problems(config, corpus)
   if problems:
     raise ConfigError("\n".join(problems))
+
+
+def check_model(model) -> None:
+  """Raises ``ConfigError`` when the built model cannot run as configured on this platform (an explicit
+  ``recurrence=pallas`` outside the kernels' envelope); models without that notion pass."""
+  problem = model.recurrence_problem() if hasattr(model, "recurrence_problem") else None
+  if problem:
+    raise ConfigError(problem)

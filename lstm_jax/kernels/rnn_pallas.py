@@ -1,5 +1,4 @@
-"""The tanh RNN recurrence as two Pallas kernels (whole-sequence forward, whole-sequence reverse) behind a
-``custom_vjp``.
+"""The tanh RNN recurrence as two Pallas kernels (forward, reverse, each over time chunks) behind a ``custom_vjp``.
 
 Same contract as ``lstm_jax.cells.rnn_fused_vjp.recurrence`` (and ``rnn.recurrence``): parameters
 ``{"W_h": [H, H], ...}``, projected inputs ``xproj [T, B, H]`` (time-major, bias included), carry ``h [B, H]``;
@@ -9,24 +8,26 @@ the same single ``pallas_call`` with K as a grid axis.
 
 What the kernels compute
 ------------------------
-- Forward: ONE ``pallas_call``, grid ``(K, Bp / bB)`` ("parallel" axes). Each program owns ``bB`` batch rows
-  and walks all T steps with ``lax.fori_loop``, ``h`` in registers: ``h_t = tanh(xproj_t + h_{t-1} W_h)`` (one
-  ``[bB, H] x [H, H]`` dot per step, float32 accumulation), writing ``hs[t]``. ``hs`` is all the backward needs
-  (``tanh' = 1 - h^2``), so the differentiated forward is the same kernel and saves nothing more.
-- Backward: ONE reverse ``pallas_call``, carry ``dh`` in registers: ``dz_t = (dh_t + dhs_t) * (1 - h_t^2)``
-  (written out: it is the gradient of ``xproj``), ``dh_{t-1} = dz_t W_h^T`` (one dot with ``W_h^T``, transposed
-  once in the wrapper); it ends with ``dh0``. ``dW_h = h_prev^T @ dz`` is one XLA matmul over all ``T*B`` rows.
+- Forward: ONE ``pallas_call`` over the grid ``(K, Bp / bB, Tp / Tc)`` (``lstm_jax.kernels.tiles``). Each program
+  owns ``bB`` batch rows and walks its chunk's steps with ``lax.fori_loop``, ``h`` in the two-slot state scratch:
+  ``h_t = tanh(xproj_t + h_{t-1} W_h)`` (one ``[bB, H] x [H, H]`` dot per step, float32 accumulation), writing
+  ``hs[t]``. ``hs`` is all the backward needs (``tanh' = 1 - h^2``), so the differentiated forward is the same
+  kernel and saves nothing more.
+- Backward: ONE reverse ``pallas_call`` (chunks last to first), ``dh`` in the scratch:
+  ``dz_t = (dh_t + dhs_t) * (1 - h_t^2)`` (written out: it is the gradient of ``xproj``), ``dh_{t-1} = dz_t W_h^T``
+  (dots with ``W_h^T``, transposed once in the wrapper); it ends with ``dh0``. ``dW_h = h_prev^T @ dz`` is one XLA
+  matmul over all ``T*B`` rows.
 
 Layout, tiles and backends: as the LSTM kernels (``lstm_jax.kernels.tiles``), with G = 1 gate block:
 ``W_h [Hp, Hp]``, ``xproj``/``hs``/``dz`` ``[T, Bp, Hp]``. Padded units get zero weights and zero inputs, so
 their state is ``tanh(0) = 0`` at every step, and their gradients are zero.
 
-Differences from the LSTM kernels: one gate (so per step ``(Hp/bh)^2`` dots instead of ``4 (Hp/bh)^2``), one
+Differences from the LSTM kernels: one gate (one dot per tile pair instead of four), one
 state (no cell ``c``), no saved activations (the backward reads ``hs``).
 
-Known limits: those of ``lstm_pallas`` (W_h re-read from L2 every step on GPU, statically unrolled tile loops;
-on TPU ``W_h`` ``4 Hp^2`` bytes f32 plus the sequence blocks must fit in VMEM). ``unroll`` is accepted for the
-contract and ignored. Reverse mode only (custom_vjp).
+Known limits: those of ``lstm_pallas`` (``W_h`` re-read every step on GPU; on TPU ``W_h``, ``4 Hp^2`` bytes
+f32, must fit in VMEM: ``lstm_jax.kernels.envelope``). ``unroll`` is accepted for the contract and ignored.
+Reverse mode only (custom_vjp).
 """
 
 from __future__ import annotations
@@ -41,71 +42,99 @@ from lstm_jax.cells.rnn import NUM_GATES
 from lstm_jax.kernels import tiles
 
 # ----------------------------------------------------------------------------------------------------------------
-# Kernels. Per program: seq refs [T, bB, Hp], state refs [bB, Hp], weight refs [Hp, Hp].
+# Kernels. Per program: sequence refs [Tc, bB, Hp], state refs [bB, Hp], weight refs [Hp, Hp], and a two-slot
+# state scratch [2, bB, Hp] last.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _forward_kernel(xproj_ref, w_ref, h0_ref, hs_ref, hT_ref, *, num_steps, cols, matmul_dtype):
-  """``h_t = tanh(xproj_t + h_{t-1} W_h)`` over all T steps; writes ``hs[t]`` and ``h_T``."""
+KERNEL = tiles.Kernel(num_gates=NUM_GATES, seq_width=3, num_states=1)
 
-  def step(t, h_tiles):
-    hm = tuple(h.astype(matmul_dtype) for h in h_tiles)
-    new_h = tuple(jnp.tanh(tiles.gate_dot(xproj_ref[t, :, cols.h(n)].astype(jnp.float32), hm, w_ref, 0, n, cols))
-                  for n in range(cols.num_tiles))
-    for n, h in enumerate(new_h):
+
+def _forward_kernel(xproj_ref, w_ref, h0_ref, hs_ref, hT_ref, h_ref, *, walk, cols, matmul_dtype):
+  """``h_t = tanh(xproj_t + h_{t-1} W_h)`` over the chunk's steps; writes ``hs[t]``; step ``tg`` reads ``h`` from
+  slot ``tg % 2`` and writes slot ``(tg + 1) % 2``."""
+  tiles.when(walk.is_first(), lambda: tiles.copy_state(h_ref, 0, h0_ref, cols))
+
+  def step(t, tg):
+    read, write = tiles.slot(tg), tiles.slot(tg + 1)
+
+    def tile(n, carry):
+      (pre,) = tiles.recurrent_dots((xproj_ref[t, :, cols.h(n)],), h_ref, read, w_ref, (0,), n, cols, matmul_dtype)
+      h = jnp.tanh(pre)
+      h_ref[write, :, cols.h(n)] = h
       hs_ref[t, :, cols.h(n)] = h
-    return new_h
+      return carry
 
-  tiles.store_tiles(hT_ref, jax.lax.fori_loop(0, num_steps, step, tiles.load_tiles(h0_ref, cols)), cols)
+    tiles.tile_loop(cols.num_tiles, tile, 0)
+
+  walk.run(step)
+  tiles.when(walk.is_last(), lambda: tiles.store_state(hT_ref, h_ref, walk.T % 2, cols))
 
 
-def _backward_kernel(wt_ref, hs_ref, dhs_ref, dhT_ref, dz_ref, dh0_ref, *, num_steps, cols, matmul_dtype):
-  """Reverse walk: ``dh`` from step t+1 and ``dhs[t]`` -> ``dz[t]``, ``dh_{t-1} = dz[t] W_h^T``."""
+def _backward_kernel(wt_ref, hs_ref, dhs_ref, dhT_ref, dz_ref, dh0_ref, dh_ref, *, walk, cols, matmul_dtype):
+  """Reverse walk: ``dh`` from step tg+1 (slot ``(tg + 1) % 2``) and ``dhs[t]`` -> ``dz[t]``, ``dh_{tg-1} =
+  dz[t] W_h^T`` (slot ``tg % 2``); ``dh0`` ends in slot 0."""
+  tiles.when(walk.is_first(), lambda: tiles.copy_state(dh_ref, walk.T % 2, dhT_ref, cols))
 
-  def step(s, dh_tiles):
-    t = num_steps - 1 - s
-    dz_tiles = {}
-    for n in range(cols.num_tiles):
+  def step(t, tg):
+    read, write = tiles.slot(tg + 1), tiles.slot(tg)
+
+    def tile_grad(n, carry):
       h = hs_ref[t, :, cols.h(n)]
-      dz = (dh_tiles[n] + dhs_ref[t, :, cols.h(n)]) * (1.0 - h * h)
-      dz_ref[t, :, cols.h(n)] = dz
-      dz_tiles[0, n] = dz.astype(matmul_dtype)
-    return tuple(tiles.gate_dot_t(None, dz_tiles, wt_ref, k, NUM_GATES, cols) for k in range(cols.num_tiles))
+      dz_ref[t, :, cols.h(n)] = (dh_ref[read, :, cols.h(n)] + dhs_ref[t, :, cols.h(n)]) * (1.0 - h * h)
+      return carry
 
-  tiles.store_tiles(dh0_ref, jax.lax.fori_loop(0, num_steps, step, tiles.load_tiles(dhT_ref, cols)), cols)
+    tiles.tile_loop(cols.num_tiles, tile_grad, 0)
+    if walk.barrier:  # dz[t] is read back by other threads of the block
+      from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
+      pl_triton.debug_barrier()
+
+    def hidden_grad(k, carry):
+      zero = jnp.zeros((dh_ref.shape[1], cols.bh), jnp.float32)
+      dh_ref[write, :, cols.h(k)] = tiles.transposed_dots(zero, [(dz_ref, 0, 0)], t, wt_ref, k, cols, matmul_dtype)
+      return carry
+
+    tiles.tile_loop(cols.num_tiles, hidden_grad, 0)
+
+  walk.run(step)
+  tiles.when(walk.is_last(), lambda: tiles.store_state(dh0_ref, dh_ref, 0, cols))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _forward_call(Wp, xp, h0p, cfg: tiles.Config, lay: tiles.Layout):
-  """Padded ``Wp [K, Hp, Hp]``, ``xp [K, T, Bp, Hp]``, ``h0p [K, Bp, Hp]`` -> ``hs [K, T, Bp, Hp]``, ``hT``."""
-  blocks = tiles.Blocks(*xp.shape[:2], lay)
-  kernel = functools.partial(_forward_kernel, num_steps=blocks.T, cols=tiles.Columns(lay.Hp, lay.bh),
-                             matmul_dtype=jnp.dtype(cfg.matmul_dtype))
+def _settings(cfg: tiles.Config, lay: tiles.Layout, T: int, reverse: bool):
+  walk = tiles.Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse, barrier=tiles.barrier(cfg))
+  return dict(walk=walk, cols=tiles.Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
+
+
+def _forward_call(Wp, xp, h0p, T: int, cfg: tiles.Config, lay: tiles.Layout):
+  """Padded ``Wp [K, Hp, Hp]``, ``xp [K, Tp, Bp, Hp]``, ``h0p [K, Bp, Hp]`` -> ``hs [K, Tp, Bp, Hp]``, ``hT``."""
+  blocks = tiles.blocks_for(cfg, xp.shape[0], lay)
+  kernel = functools.partial(_forward_kernel, **_settings(cfg, lay, T, reverse=False))
   in_specs = [blocks.seq(lay.Hp), blocks.whole(lay.Hp, lay.Hp), blocks.state()]
   return tiles.call(kernel, "rnn_forward", cfg, blocks, (xp, Wp, h0p), in_specs,
-                    [blocks.seq_out(lay.Hp), blocks.state_out()])
+                    [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)
 
 
-def _backward_call(WTp, hsp, dhsp, dhTp, cfg: tiles.Config, lay: tiles.Layout):
-  """``WTp [K, Hp, Hp]``, ``hs``, ``dhs [K, T, Bp, Hp]``, ``dhT [K, Bp, Hp]`` -> ``dz [K, T, Bp, Hp]``, ``dh0``."""
-  blocks = tiles.Blocks(*hsp.shape[:2], lay)
-  kernel = functools.partial(_backward_kernel, num_steps=blocks.T, cols=tiles.Columns(lay.Hp, lay.bh),
-                             matmul_dtype=jnp.dtype(cfg.matmul_dtype))
+def _backward_call(WTp, hsp, dhsp, dhTp, T: int, cfg: tiles.Config, lay: tiles.Layout):
+  """``WTp [K, Hp, Hp]``, ``hs``, ``dhs [K, Tp, Bp, Hp]``, ``dhT [K, Bp, Hp]`` -> ``dz [K, Tp, Bp, Hp]``,
+  ``dh0``."""
+  blocks = tiles.blocks_for(cfg, hsp.shape[0], lay, reverse=True)
+  kernel = functools.partial(_backward_kernel, **_settings(cfg, lay, T, reverse=True))
   in_specs = [blocks.whole(lay.Hp, lay.Hp), blocks.seq(lay.Hp), blocks.seq(lay.Hp), blocks.state()]
   return tiles.call(kernel, "rnn_backward", cfg, blocks, (WTp, hsp, dhsp, dhTp), in_specs,
-                    [blocks.seq_out(lay.Hp), blocks.state_out()])
+                    [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)
 
 
 def _forward(cfg: tiles.Config, W_h, xproj, h0, save: bool):
   """``((hT, hs), residuals)``; the residuals (``save``) are the inputs and ``hs``."""
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, B, H, cfg.matmul_dtype)
+  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   hs_p, hT_p = _forward_call(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES),
-                             tiles.pad_gates(xproj.astype(jnp.float32), B, H, lay, NUM_GATES),
-                             tiles.pad_state(h0, B, H, lay), cfg, lay)
-  hs, hT = tiles.unpad_state(hs_p, B, H, xproj.dtype), tiles.unpad_state(hT_p, B, H, h0.dtype)
+                             tiles.pad_gates(xproj, B, H, lay, NUM_GATES), tiles.pad_state(h0, B, H, lay), T, cfg,
+                             lay)
+  hs, hT = tiles.unpad_state(hs_p, B, H, xproj.dtype, T), tiles.unpad_state(hT_p, B, H, h0.dtype)
   return (hT, hs), ((W_h, xproj, h0, hs) if save else None)
 
 
@@ -113,11 +142,11 @@ def _backward(cfg: tiles.Config, saved, cotangents):
   W_h, xproj, h0, hs = saved
   dhT, dhs = cotangents
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, B, H, cfg.matmul_dtype)
+  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   WTp = jnp.swapaxes(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES), 1, 2)
   pad = lambda x: tiles.pad_state(x, B, H, lay)
-  dz_p, dh0_p = _backward_call(WTp, pad(hs), pad(dhs), pad(dhT), cfg, lay)
-  dz = tiles.unpad_state(dz_p, B, H, jnp.float32)
+  dz_p, dh0_p = _backward_call(WTp, pad(hs), pad(dhs), pad(dhT), T, cfg, lay)
+  dz = tiles.unpad_state(dz_p, B, H, jnp.float32, T)
   dW_h = tiles.weight_grad(tiles.previous_states(h0, hs), dz)
   return dW_h.astype(W_h.dtype), dz.astype(xproj.dtype), tiles.unpad_state(dh0_p, B, H, h0.dtype)
 
@@ -152,4 +181,4 @@ def layer(params, xs_TBI: jax.Array, carry: jax.Array | None = None, unroll: int
   return tiles.run_layer(rnn, recurrence, params, xs_TBI, carry, unroll, **kwargs)
 
 
-__all__ = ["recurrence", "population_recurrence", "layer"]
+__all__ = ["recurrence", "population_recurrence", "layer", "KERNEL"]

@@ -1,28 +1,41 @@
-"""What the Pallas recurrence kernels share (``lstm_pallas``, ``rnn_pallas``, ``gru_pallas``): tile choice, the
-per-gate padded layout, backend / interpret resolution, compiler params, the in-kernel tiled dots, the
-``pallas_call`` over the grid ``(K, Bp / bB)`` and the ``custom_vjp`` plumbing.
+"""What the Pallas recurrence kernels share (``lstm_pallas``, ``rnn_pallas``, ``gru_pallas``): the padded layout,
+the grid over (members, batch blocks, time chunks), the state scratch, rolled tile loops for the recurrent dots,
+backend / interpret resolution, compiler params and the ``custom_vjp`` plumbing.
 
-Layout (every kernel): arrays carry a leading members axis K. A gate-blocked array ``[K, (T,) B, G*H]`` (G gate
-blocks of H units: 4 for the LSTM, 3 for the GRU, 1 for the RNN) is viewed as ``[.., B, G, H]``, batch is padded
-to ``Bp`` and each gate block to ``Hp`` units, and it is flattened back to ``[.., Bp, G*Hp]``: gate ``g`` is the
-contiguous, tile-aligned column block ``[g*Hp, (g+1)*Hp)``. ``W_h [K, H, G*H]`` gets zero rows and zero columns for
-the padded units (``[K, Hp, G*Hp]``), states ``[K, (T,) B, H]`` become ``[K, (T,) Bp, Hp]``. Each cell's module
-says why its padded units stay exactly zero.
+Layout (every kernel): arrays carry a leading members axis K. A gate-blocked array ``[K, T, B, G*H]`` (G gate
+blocks of H units: 4 for the LSTM, 3 for the GRU, 1 for the RNN) is viewed as ``[.., B, G, H]``; time is padded to
+``Tp`` (a multiple of the chunk ``Tc``), batch to ``Bp``, each gate block to ``Hp`` units, and it is flattened back
+to ``[K, Tp, Bp, G*Hp]``: gate ``g`` is the contiguous, tile-aligned column block ``[g*Hp, (g+1)*Hp)``. ``W_h
+[K, H, G*H]`` gets zero rows and columns for the padded units (``[K, Hp, G*Hp]``), states ``[K, B, H]`` become
+``[K, Bp, Hp]``. Each cell's module says why its padded units stay exactly zero.
 
-Tiles: Triton (GPU) needs power-of-two block dims and dot operands >= 16: ``Hp = next_pow2(max(H, 16))``,
-``bB = 16``, and the dots are split statically into ``bh x bh`` tiles with ``bh = min(Hp, 128)`` (states are
-carried as tuples of ``[bB, bh]`` tiles). Mosaic TPU: ``(8, 128)`` f32 / ``(16, 128)`` bf16 tiles,
-``Hp = round_up(H, 128)``, ``bB = round_up(B, 8 or 16)`` up to 256 rows, one tile over all of ``Hp``.
+Grid ``(K, Bp / bB, Tp / Tc)``: a program owns one member, one batch block of ``bB`` rows and one time chunk of
+``Tc`` steps; members and batch blocks are independent ("parallel"), chunks run in order ("arbitrary") and hand
+the recurrent state on through a scratch ``[2, bB, Hp]`` float32 per state (two slots: step ``t`` reads one and
+writes the other, so a tile written early in a step is never read by a later tile of the same step). A chunk
+walks ``min(Tc, T - chunk * Tc)`` steps, so the padded tail of the last chunk is never computed. Sequence blocks
+are ``[Tc, bB, d]`` (reverse kernels walk the chunks last to first); ``W_h`` has a constant block index, fetched
+once per member.
 
-``interpret=None``: interpret mode when ``jax.default_backend() == "cpu"``, else compiled. ``backend=None``:
-"triton" on GPU and CPU (so CPU interpret runs the GPU layout), "tpu" on TPU. GPU kernels are Triton kernels,
-selected by ``pallas.triton.CompilerParams`` (``pallas_call`` has no ``backend=`` argument in jax 0.10).
+Backends:
+- TPU (Mosaic): ``Hp = round_up(H, 128)``, one dot tile over all of ``Hp`` (``bh = Hp``); ``bB`` and ``Tc`` come
+  from the chip's VMEM (``vmem_budget``): ``W_h`` single-buffered, the sequence blocks double-buffered, the state
+  scratch, all within 3/4 of the VMEM of one TensorCore (``pltpu.get_tpu_info()``: 128 MiB on v5e / v6e, 64 MiB on
+  v5p, 16 MiB on v4); the compiler's scoped-VMEM limit is raised to what the blocks need. VMEM use is
+  ``G Hp^2 itemsize + 2 * 4 Tc bB Hp * seq_width + 32 bB Hp`` bytes, so it no longer grows with T.
+- GPU (Triton): one chunk (``Tc = T``: Triton has no sequential grid axis, so a program walks the whole sequence;
+  its blocks are windows into HBM, not copies), ``bB = 16``, ``Hp = next_pow2(max(H, 16))``, dot tiles of
+  ``bh = min(Hp, 128)``. The state scratch is an extra HBM output (Triton has no scratch), served by L1/L2, with a
+  block barrier after each step's writes. The tile loops are ``fori_loop``s over traced tile indices (dynamic
+  slices of the refs), so one step is the same few dots whatever H: a kernel's code does not grow with H and
+  neither does its compile time; registers hold one ``[bB, bh]`` tile per gate, not the whole state.
+- ``interpret=None``: interpret mode when ``jax.default_backend() == "cpu"``, else compiled. ``backend=None``:
+  "triton" on GPU and CPU (so CPU interpret runs the GPU layout), "tpu" on TPU.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -33,6 +46,9 @@ BACKENDS = ("triton", "tpu")
 TRITON_TILE = 128  # max side of one dot tile on Triton
 TRITON_BATCH_BLOCK = 16  # Triton dots need M >= 16
 TPU_MAX_BATCH_BLOCK = 256
+TPU_MAX_CHUNK = 32  # steps per chunk: enough to hide a grid step's overhead
+TPU_DEFAULT_VMEM = 16 << 20  # when the chip cannot be asked (CPU interpret mode): the smallest (v4)
+F32 = 4  # bytes
 
 
 class Config(NamedTuple):
@@ -43,11 +59,27 @@ class Config(NamedTuple):
 
 
 class Layout(NamedTuple):
-  """Padded sizes: batch ``Bp`` in blocks of ``bB``, hidden ``Hp`` in dot tiles of ``bh``."""
+  """Padded sizes: time ``Tp`` in chunks of ``Tc``, batch ``Bp`` in blocks of ``bB``, hidden ``Hp`` in dot tiles
+  of ``bh``; ``vmem`` is the bytes the TPU blocks need (0 on GPU)."""
+  Tp: int
+  Tc: int
   Bp: int
   bB: int
   Hp: int
   bh: int
+  vmem: int = 0
+
+  @property
+  def num_chunks(self) -> int:
+    return self.Tp // self.Tc
+
+
+class Kernel(NamedTuple):
+  """What sizes a cell's kernels: ``num_gates`` gate blocks in ``W_h``; ``seq_width``: the widest kernel's sequence
+  blocks (inputs and outputs), in units of ``Hp`` columns; ``num_states``: its recurrent states."""
+  num_gates: int
+  seq_width: int
+  num_states: int
 
 
 def round_up(n: int, m: int) -> int:
@@ -58,17 +90,65 @@ def next_pow2(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
 
 
-def layout(backend: str, batch: int, hidden: int, matmul_dtype=jnp.float32) -> Layout:
-  """Tile sizes of ``backend`` for a ``[B, H]`` problem (see the module docstring)."""
+def tpu_vmem_bytes() -> int:
+  """VMEM of one TensorCore of the default device's TPU (``TPU_DEFAULT_VMEM`` when it is not a TPU)."""
+  try:
+    from jax.experimental.pallas import tpu as pltpu  # noqa: PLC0415
+    return int(pltpu.get_tpu_info().vmem_capacity_bytes)
+  except Exception:  # noqa: BLE001 (not a TPU, or a jax without get_tpu_info)
+    return TPU_DEFAULT_VMEM
+
+
+def vmem_budget(vmem_bytes: int) -> int:
+  """The part of VMEM the blocks may use; the rest is Mosaic's internal scratch."""
+  return vmem_bytes * 3 // 4
+
+
+def tpu_vmem_need(kernel: Kernel, Tc: int, bB: int, Hp: int, itemsize: int) -> int:
+  """Bytes of VMEM the TPU blocks take: ``W_h`` once, the sequence blocks twice, the state blocks (inputs and
+  outputs, double-buffered) and the two-slot scratch."""
+  weights = kernel.num_gates * Hp * Hp * itemsize
+  sequences = 2 * Tc * bB * Hp * kernel.seq_width * F32
+  states = kernel.num_states * (2 * 2 + 2) * bB * Hp * F32 + 2 * Hp * F32
+  return weights + sequences + states
+
+
+def tpu_layout(kernel: Kernel, T: int, B: int, H: int, matmul_dtype, vmem_bytes: int | None = None) -> Layout | None:
+  """The largest batch block (with chunks of ``min(T, 8)`` steps), then the longest chunk up to ``TPU_MAX_CHUNK``,
+  whose blocks fit the budget; the chunk is then evened out over the chunks so that the last one pads the least.
+  None when not even ``bB = 8`` (16 for bfloat16), ``Tc = 1`` fits (the shape is outside the envelope)."""
+  itemsize = jnp.dtype(matmul_dtype).itemsize
+  sublanes = 16 if itemsize == 2 else 8
+  Hp = round_up(H, 128)
+  budget = vmem_budget(tpu_vmem_bytes() if vmem_bytes is None else vmem_bytes)
+  fits = lambda Tc, bB: tpu_vmem_need(kernel, Tc, bB, Hp, itemsize) <= budget
+  bB = min(round_up(B, sublanes), TPU_MAX_BATCH_BLOCK)
+  while bB > sublanes and not fits(min(T, 8), bB):
+    bB = max(sublanes, round_up(bB // 2, sublanes))
+  if not fits(1, bB):
+    return None
+  longest = 1
+  while longest < min(T, TPU_MAX_CHUNK) and fits(longest + 1, bB):
+    longest += 1
+  num_chunks = -(-T // longest)
+  Tc = -(-T // num_chunks)
+  return Layout(Tp=num_chunks * Tc, Tc=Tc, Bp=round_up(B, bB), bB=bB, Hp=Hp, bh=Hp,
+                vmem=tpu_vmem_need(kernel, Tc, bB, Hp, itemsize))
+
+
+def layout(backend: str, kernel: Kernel, T: int, B: int, H: int, matmul_dtype=jnp.float32) -> Layout:
+  """Tile sizes of ``backend`` for a ``[T, B, H]`` problem (see the module docstring)."""
   if backend == "triton":
-    Hp = next_pow2(max(hidden, 16))
+    Hp = next_pow2(max(H, 16))
     bB = TRITON_BATCH_BLOCK
-    return Layout(Bp=round_up(batch, bB), bB=bB, Hp=Hp, bh=min(Hp, TRITON_TILE))
+    return Layout(Tp=T, Tc=T, Bp=round_up(B, bB), bB=bB, Hp=Hp, bh=min(Hp, TRITON_TILE))
   if backend == "tpu":
-    sublanes = 16 if jnp.dtype(matmul_dtype) == jnp.bfloat16 else 8
-    bB = min(round_up(batch, sublanes), TPU_MAX_BATCH_BLOCK)
-    Hp = round_up(hidden, 128)
-    return Layout(Bp=round_up(batch, bB), bB=bB, Hp=Hp, bh=Hp)
+    lay = tpu_layout(kernel, T, B, H, matmul_dtype)
+    if lay is None:
+      raise ValueError(f"hidden size {H} ({jnp.dtype(matmul_dtype).name} W_h) does not fit this TPU's VMEM "
+                       f"({tpu_vmem_bytes() >> 20} MiB); use --config.model.recurrence=fused_vjp (see "
+                       f"lstm_jax.kernels.envelope).")
+    return lay
   raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
@@ -89,14 +169,15 @@ def resolve(matmul_dtype, interpret, backend) -> Config:
   return Config(matmul_dtype=dtype.name, interpret=bool(interpret), backend=backend)
 
 
-def compiler_params(cfg: Config, lay: Layout, vmem_bytes: int):
-  """Triton: warps by tile size, one stage. TPU: both grid axes parallel, a VMEM limit for the blocks."""
+def compiler_params(cfg: Config, lay: Layout):
+  """Triton: warps by tile size, one stage. TPU: members and batch blocks parallel, chunks in order, and a
+  scoped-VMEM limit that covers the blocks."""
   if cfg.backend == "triton":
-    from jax.experimental.pallas import triton as pl_triton
+    from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
     return pl_triton.CompilerParams(num_warps=4 if lay.bh * lay.bB <= 64 * 16 else 8, num_stages=1)
-  from jax.experimental.pallas import tpu as pltpu
-  limit = int(min(max(2 * vmem_bytes + (4 << 20), 32 << 20), 100 << 20))
-  return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel"), vmem_limit_bytes=limit)
+  from jax.experimental.pallas import tpu as pltpu  # noqa: PLC0415
+  limit = int(min(max(lay.vmem + lay.vmem // 4 + (4 << 20), 32 << 20), tpu_vmem_bytes()))
+  return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"), vmem_limit_bytes=limit)
 
 
 def sigmoid(x):
@@ -105,12 +186,12 @@ def sigmoid(x):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Inside a kernel: static column slices and the tiled dots.
+# Inside a kernel: column slices, rolled tile loops, the recurrent dots, the walk over a chunk's steps.
 # ----------------------------------------------------------------------------------------------------------------
 
 class Columns(NamedTuple):
   """Column slices of one program's blocks: hidden tile ``n`` of a state ``[bB, Hp]`` and tile ``n`` of gate ``g``
-  in a gate-blocked ``[bB, G*Hp]``."""
+  in a gate-blocked ``[bB, G*Hp]``; ``n`` may be traced (a rolled loop's index)."""
   Hp: int
   bh: int
 
@@ -118,38 +199,127 @@ class Columns(NamedTuple):
   def num_tiles(self) -> int:
     return self.Hp // self.bh
 
-  def h(self, n: int):
-    return pl.ds(n * self.bh, self.bh)
+  def _start(self, offset):
+    return offset if isinstance(offset, int) else pl.multiple_of(offset, self.bh)
 
-  def gate(self, g: int, n: int):
-    return pl.ds(g * self.Hp + n * self.bh, self.bh)
+  def h(self, n):
+    return pl.ds(self._start(n * self.bh), self.bh)
 
-
-def load_tiles(ref, cols: Columns) -> tuple[jax.Array, ...]:
-  """A state block ``[bB, Hp]`` as float32 ``[bB, bh]`` tiles."""
-  return tuple(ref[:, cols.h(n)].astype(jnp.float32) for n in range(cols.num_tiles))
+  def gate(self, g: int, n):
+    return pl.ds(self._start(g * self.Hp + n * self.bh), self.bh)
 
 
-def store_tiles(ref, state_tiles, cols: Columns) -> None:
-  for n, tile in enumerate(state_tiles):
-    ref[:, cols.h(n)] = tile.astype(ref.dtype)
+def tile_loop(num: int, body: Callable, init=None):
+  """``body(n, carry) -> carry`` for ``n`` in ``range(num)``: a rolled ``fori_loop`` (the body is compiled once,
+  whatever ``num``), or one direct call when ``num == 1``."""
+  if num == 1:
+    return body(0, init)
+  return jax.lax.fori_loop(0, num, body, init)
 
 
-def gate_dot(acc, h_tiles, w_ref, g: int, n: int, cols: Columns):
-  """``acc + h @ W_h[:, tile n of gate g]``: ``[bB, bh] x [bh, bh]`` dots over the hidden tiles, float32."""
-  for k in range(cols.num_tiles):
-    term = jnp.dot(h_tiles[k], w_ref[cols.h(k), cols.gate(g, n)], preferred_element_type=jnp.float32)
-    acc = term if acc is None else acc + term
-  return acc
+def recurrent_dots(accs, state_ref, slot, w_ref, gates, n, cols: Columns, matmul_dtype):
+  """``accs[i] + h @ W_h[:, tile n of gates[i]]`` for the state ``h = state_ref[slot] [bB, Hp]``: a rolled loop
+  over the hidden tiles ``k``, each ``[bB, bh] x [bh, bh]`` dots with float32 accumulation."""
+
+  def body(k, accs):
+    hk = state_ref[slot, :, cols.h(k)].astype(matmul_dtype)
+    return tuple(acc + jnp.dot(hk, w_ref[cols.h(k), cols.gate(g, n)], preferred_element_type=jnp.float32)
+                 for g, acc in zip(gates, accs))
+
+  return tile_loop(cols.num_tiles, body, tuple(accs))
 
 
-def gate_dot_t(acc, dgate_tiles, wt_ref, k: int, num_gates: int, cols: Columns):
-  """``acc + dgates @ W_h^T[:, tile k]`` from ``dgate_tiles[g, n]`` and ``wt_ref [G*Hp, Hp]``, float32."""
-  for g in range(num_gates):
-    for n in range(cols.num_tiles):
-      term = jnp.dot(dgate_tiles[g, n], wt_ref[cols.gate(g, n), cols.h(k)], preferred_element_type=jnp.float32)
-      acc = term if acc is None else acc + term
-  return acc
+def transposed_dots(acc, dgate_refs, t, wt_ref, k, cols: Columns, matmul_dtype):
+  """``acc + sum_(g, n) dgates[g, n] @ W_h^T[tile n of gate g, tile k]``: ``dgate_refs`` pairs ``(ref, g_in_ref,
+  g_in_W)`` of sequence refs ``[Tc, bB, *]`` read at step ``t``; a rolled loop over ``n``."""
+
+  def body(n, acc):
+    for ref, g_ref, g_w in dgate_refs:
+      d = ref[t, :, cols.gate(g_ref, n)].astype(matmul_dtype)
+      acc = acc + jnp.dot(d, wt_ref[cols.gate(g_w, n), cols.h(k)], preferred_element_type=jnp.float32)
+    return acc
+
+  return tile_loop(cols.num_tiles, body, acc)
+
+
+def copy_state(dst_ref, slot, src_ref, cols: Columns) -> None:
+  """``dst_ref[slot] = src_ref`` (``[bB, Hp]``) tile by tile, as float32."""
+
+  def body(n, carry):
+    dst_ref[slot, :, cols.h(n)] = src_ref[:, cols.h(n)].astype(jnp.float32)
+    return carry
+
+  tile_loop(cols.num_tiles, body, 0)
+
+
+def store_state(dst_ref, src_ref, slot, cols: Columns) -> None:
+  """``dst_ref = src_ref[slot]`` tile by tile."""
+
+  def body(n, carry):
+    dst_ref[:, cols.h(n)] = src_ref[slot, :, cols.h(n)].astype(dst_ref.dtype)
+    return carry
+
+  tile_loop(cols.num_tiles, body, 0)
+
+
+def slot(step):
+  """The scratch slot of a (traced) step index: ``step % 2`` (``lax.rem``: Triton lowers ``jnp.remainder``'s sign
+  fix-up with mismatched types)."""
+  return step % 2 if isinstance(step, int) else jax.lax.rem(step, 2)
+
+
+class Walk(NamedTuple):
+  """One program's walk over its time chunk: ``T`` real steps in chunks of ``Tc``; ``reverse`` walks last to
+  first."""
+  T: int
+  Tc: int
+  num_chunks: int
+  reverse: bool
+  barrier: bool  # a block barrier after each step's writes (compiled Triton: the state goes through L1/L2)
+
+  def chunk(self):
+    """The chunk this program walks (traced; ``0`` when there is one)."""
+    if self.num_chunks == 1:
+      return 0
+    c = pl.program_id(2)
+    return self.num_chunks - 1 - c if self.reverse else c
+
+  def is_first(self):
+    return True if self.num_chunks == 1 else pl.program_id(2) == 0
+
+  def is_last(self):
+    return True if self.num_chunks == 1 else pl.program_id(2) == self.num_chunks - 1
+
+  def run(self, step: Callable) -> None:
+    """``step(t, tg)`` for each step of the chunk in order: ``t`` indexes the sequence blocks, ``tg`` is the global
+    step (both traced)."""
+    chunk = self.chunk()
+    num = self.T if self.num_chunks == 1 else jnp.minimum(self.Tc, self.T - chunk * self.Tc)
+
+    def body(s, carry):
+      t = num - 1 - s if self.reverse else s
+      step(t, chunk * self.Tc + t)
+      if self.barrier:
+        from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
+        pl_triton.debug_barrier()
+      return carry
+
+    jax.lax.fori_loop(0, num, body, 0)
+
+
+def when(condition, *fns: Callable) -> None:
+  """Each of ``fns()`` when ``condition`` (a Python bool or a traced one)."""
+  def run():
+    for fn in fns:
+      fn()
+  if condition is True:
+    run()
+  else:
+    pl.when(condition)(run)
+
+
+def barrier(cfg: Config) -> bool:
+  return cfg.backend == "triton" and not cfg.interpret
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,25 +336,28 @@ def check_shapes(W_h, xproj, num_gates: int) -> tuple[int, int, int, int]:
 
 
 def pad_gates(x, B: int, H: int, lay: Layout, num_gates: int):
-  """``[K, (T,) B, G*H] -> [K, (T,) Bp, G*Hp]``, padding each gate block separately."""
-  x = x.reshape(*x.shape[:-1], num_gates, H)
-  x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(0, lay.Bp - B), (0, 0), (0, lay.Hp - H)])
+  """``[K, T, B, G*H] -> [K, Tp, Bp, G*Hp]`` (float32), padding each gate block separately."""
+  x = x.astype(jnp.float32).reshape(*x.shape[:-1], num_gates, H)
+  x = jnp.pad(x, [(0, 0), (0, lay.Tp - x.shape[1]), (0, lay.Bp - B), (0, 0), (0, lay.Hp - H)])
   return x.reshape(*x.shape[:-2], num_gates * lay.Hp)
 
 
-def unpad_gates(x, B: int, H: int, lay: Layout, num_gates: int):
-  """``[K, (T,) Bp, G*Hp] -> [K, (T,) B, G*H]``."""
-  x = x.reshape(*x.shape[:-1], num_gates, lay.Hp)[..., :B, :, :H]
+def unpad_gates(x, T: int, B: int, H: int, lay: Layout, num_gates: int):
+  """``[K, Tp, Bp, G*Hp] -> [K, T, B, G*H]``."""
+  x = x.reshape(*x.shape[:-1], num_gates, lay.Hp)[:, :T, :B, :, :H]
   return x.reshape(*x.shape[:-2], num_gates * H)
 
 
 def pad_state(x, B: int, H: int, lay: Layout):
-  """``[K, (T,) B, H] -> [K, (T,) Bp, Hp]`` in float32."""
-  return jnp.pad(x.astype(jnp.float32), [(0, 0)] * (x.ndim - 2) + [(0, lay.Bp - B), (0, lay.Hp - H)])
+  """A state ``[K, B, H] -> [K, Bp, Hp]`` or a sequence ``[K, T, B, H] -> [K, Tp, Bp, Hp]``, in float32."""
+  time = [(0, lay.Tp - x.shape[1])] if x.ndim == 4 else []
+  return jnp.pad(x.astype(jnp.float32), [(0, 0)] + time + [(0, lay.Bp - B), (0, lay.Hp - H)])
 
 
-def unpad_state(x, B: int, H: int, dtype):
-  """``[K, (T,) Bp, Hp] -> [K, (T,) B, H]`` in ``dtype``."""
+def unpad_state(x, B: int, H: int, dtype, T: int | None = None):
+  """``[K, Bp, Hp] -> [K, B, H]`` or (``T``) ``[K, Tp, Bp, Hp] -> [K, T, B, H]``, in ``dtype``."""
+  if T is not None:
+    x = x[:, :T]
   return x[..., :B, :H].astype(dtype)
 
 
@@ -201,44 +374,63 @@ def pad_row(b, H: int, lay: Layout):
 
 
 class Blocks(NamedTuple):
-  """Block specs (and float32 output shapes) over the grid ``(K, Bp / bB)``: each program owns one member and one
-  batch block, the whole sequence and the whole of ``W_h``."""
+  """Block specs (and float32 output shapes) over the grid ``(K, Bp / bB, Tp / Tc)``."""
   K: int
-  T: int
   lay: Layout
+  reverse: bool = False
+  single_buffer_weights: bool = False
 
   def seq(self, d: int):
-    """``[K, T, Bp, d]`` in ``[T, bB, d]`` blocks."""
-    return pl.BlockSpec((None, self.T, self.lay.bB, d), lambda k, b: (k, 0, b, 0))
+    """``[K, Tp, Bp, d]`` in ``[Tc, bB, d]`` blocks, chunk by chunk (last to first when ``reverse``)."""
+    last = self.lay.num_chunks - 1
+    chunk = (lambda c: last - c) if self.reverse else (lambda c: c)
+    return pl.BlockSpec((None, self.lay.Tc, self.lay.bB, d), lambda k, b, c: (k, chunk(c), b, 0))
 
   def state(self):
     """``[K, Bp, Hp]`` in ``[bB, Hp]`` blocks."""
-    return pl.BlockSpec((None, self.lay.bB, self.lay.Hp), lambda k, b: (k, b, 0))
+    return pl.BlockSpec((None, self.lay.bB, self.lay.Hp), lambda k, b, c: (k, b, 0))
 
   def whole(self, rows: int, cols: int):
-    """``[K, rows, cols]`` (a weight, a bias row): the member's whole matrix in every program."""
-    return pl.BlockSpec((None, rows, cols), lambda k, b: (k, 0, 0))
+    """``[K, rows, cols]`` (a weight, a bias row): the member's whole matrix, fetched once per member."""
+    if self.single_buffer_weights:
+      return pl.BlockSpec((None, rows, cols), lambda k, b, c: (k, 0, 0), pipeline_mode=pl.Buffered(1))
+    return pl.BlockSpec((None, rows, cols), lambda k, b, c: (k, 0, 0))
 
   def seq_out(self, d: int):
-    return jax.ShapeDtypeStruct((self.K, self.T, self.lay.Bp, d), jnp.float32), self.seq(d)
+    return jax.ShapeDtypeStruct((self.K, self.lay.Tp, self.lay.Bp, d), jnp.float32), self.seq(d)
 
   def state_out(self):
     return jax.ShapeDtypeStruct((self.K, self.lay.Bp, self.lay.Hp), jnp.float32), self.state()
 
+  def scratch_out(self):
+    """Triton's stand-in for a scratch: ``[K, Bp / bB, 2, bB, Hp]``, one two-slot block per program."""
+    nB = self.lay.Bp // self.lay.bB
+    shape = (self.K, nB, 2, self.lay.bB, self.lay.Hp)
+    return (jax.ShapeDtypeStruct(shape, jnp.float32),
+            pl.BlockSpec((None, None, 2, self.lay.bB, self.lay.Hp), lambda k, b, c: (k, b, 0, 0, 0)))
 
-def _block_bytes(spec, itemsize: int) -> int:
-  return math.prod(d for d in spec.block_shape if isinstance(d, int)) * itemsize
+
+def blocks_for(cfg: Config, K: int, lay: Layout, reverse: bool = False) -> Blocks:
+  return Blocks(K, lay, reverse, single_buffer_weights=cfg.backend == "tpu" and not cfg.interpret)
 
 
-def call(kernel, name: str, cfg: Config, blocks: Blocks, args, in_specs, outs):
-  """One ``pallas_call`` of ``kernel`` over the grid ``(K, Bp / bB)``; ``outs``: ``(shape, spec)`` pairs."""
+def call(kernel, name: str, cfg: Config, blocks: Blocks, args, in_specs, outs, num_states: int):
+  """One ``pallas_call`` of ``kernel`` over the grid ``(K, Bp / bB, Tp / Tc)``; ``outs``: ``(shape, spec)`` pairs;
+  the kernel's last ``num_states`` refs are two-slot state scratches ``[2, bB, Hp]`` float32 (VMEM on TPU, extra
+  outputs on Triton, dropped here)."""
+  lay = blocks.lay
+  scratch_shapes = ()
+  if cfg.backend == "tpu":
+    from jax.experimental.pallas import tpu as pltpu  # noqa: PLC0415
+    scratch_shapes = [pltpu.VMEM((2, lay.bB, lay.Hp), jnp.float32)] * num_states
+  else:
+    outs = list(outs) + [blocks.scratch_out()] * num_states
   out_shape, out_specs = (list(x) for x in zip(*outs))
-  vmem = (sum(_block_bytes(s, jnp.dtype(a.dtype).itemsize) for s, a in zip(in_specs, args))
-          + sum(_block_bytes(s, jnp.dtype(o.dtype).itemsize) for o, s in outs))
-  return pl.pallas_call(
-      kernel, out_shape=out_shape, grid=(blocks.K, blocks.lay.Bp // blocks.lay.bB), in_specs=list(in_specs),
-      out_specs=out_specs, interpret=cfg.interpret, compiler_params=compiler_params(cfg, blocks.lay, vmem),
-      name=name)(*args)
+  results = pl.pallas_call(
+      kernel, out_shape=out_shape, grid=(blocks.K, lay.Bp // lay.bB, lay.num_chunks), in_specs=list(in_specs),
+      out_specs=out_specs, scratch_shapes=scratch_shapes, interpret=cfg.interpret,
+      compiler_params=compiler_params(cfg, lay), name=name)(*args)
+  return results if cfg.backend == "tpu" else results[:len(results) - num_states]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -283,3 +475,4 @@ def run_layer(family, recurrence_fn, params, xs_TBI, carry, unroll, **kwargs):
   if carry is None:
     carry = family.zero_carry(xs_TBI.shape[1], params["W_h"].shape[0], xs_TBI.dtype)
   return recurrence_fn(params, family.project_inputs(params, xs_TBI), carry, unroll, **kwargs)
+

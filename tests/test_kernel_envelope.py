@@ -1,0 +1,105 @@
+"""The kernels' envelope (``lstm_jax.kernels.envelope``): the largest shapes each kernel takes per platform, at both
+sides of the edge; ``recurrence=auto`` picks the kernel only inside it (one line when it does not); an explicit
+``recurrence=pallas`` outside it is one line naming the limit and the fix, exit 2, nothing written."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from lstm_jax import model as model_lib
+from lstm_jax import validation
+from lstm_jax.kernels import envelope, tiles
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CHIPS = {"v4": 16 << 20, "v5p": 64 << 20, "v5e": 128 << 20}
+
+
+@pytest.mark.parametrize("cell", model_lib.PALLAS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tpu_edge_is_where_the_blocks_stop_fitting(cell, dtype):
+  for chip, vmem in CHIPS.items():
+    largest = envelope.max_hidden(cell, "tpu", dtype, vmem)
+    assert largest >= 512, chip  # every chip takes the D2L sizes
+    assert envelope.limit(cell, "tpu", largest, dtype, vmem_bytes=vmem) is None
+    assert envelope.limit(cell, "tpu", largest + 1, dtype, vmem_bytes=vmem) is not None
+    layout = tiles.tpu_layout(envelope.kernel(cell), 100, 64, largest, dtype, vmem)
+    assert layout is not None and layout.vmem <= tiles.vmem_budget(vmem)
+    assert tiles.tpu_layout(envelope.kernel(cell), 1, 1, largest + 128, dtype, vmem) is None
+  assert envelope.max_hidden(cell, "tpu", dtype, 64 << 20) < envelope.max_hidden(cell, "tpu", dtype, 128 << 20)
+
+
+def test_bfloat16_weights_and_fewer_gates_reach_further():
+  vmem = 128 << 20
+  assert envelope.max_hidden("lstm", "tpu", "bfloat16", vmem) > envelope.max_hidden("lstm", "tpu", "float32", vmem)
+  assert envelope.max_hidden("rnn", "tpu", "float32", vmem) > envelope.max_hidden("gru_reset_after", "tpu",
+                                                                                  "float32", vmem) \
+      > envelope.max_hidden("lstm", "tpu", "float32", vmem)
+
+
+def test_gpu_edge():
+  assert envelope.limit("lstm", "gpu", envelope.GPU_MAX_HIDDEN) is None
+  assert "2048" in envelope.limit("lstm", "gpu", envelope.GPU_MAX_HIDDEN + 1)
+  assert "grid" in envelope.limit("rnn", "gpu", 256, batch=16 * 65536)
+  assert envelope.limit("lstm", "cpu", 10 ** 6) is None  # interpret mode has no chip limit
+
+
+def _model(hidden, **kwargs):
+  return model_lib.LanguageModel(vocab_size=5, hidden_size=hidden, **kwargs)
+
+
+@pytest.mark.parametrize("cell, fallback", [("lstm", "fused_vjp"), ("rnn", "fused_vjp"),
+                                            ("gru_reset_after", "scan")])
+def test_auto_uses_the_kernel_only_inside_the_envelope(monkeypatch, cell, fallback):
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")  # no TPU to ask: the smallest chip's VMEM
+  largest = envelope.max_hidden(cell, "tpu", "float32")
+  inside, outside = _model(largest, cell=cell), _model(largest + 1, cell=cell)
+  assert inside.resolved_recurrence == "pallas" and inside.recurrence_note() is None
+  assert outside.resolved_recurrence == fallback
+  note = outside.recurrence_note()
+  assert f"uses {fallback}" in note and "VMEM" in note and "\n" not in note
+  validation.check_model(outside)  # auto never refuses
+
+
+def test_kernel_target_decides_the_platform():
+  assert _model(4096, kernel_target="cuda").resolved_recurrence == "fused_vjp"
+  assert _model(2048, kernel_target="cuda").resolved_recurrence == "pallas"
+  assert _model(256, kernel_target="tpu").resolved_recurrence == "pallas"
+
+
+def test_explicit_pallas_outside_is_one_line_naming_the_limit_and_the_fix(monkeypatch):
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  with pytest.raises(validation.ConfigError) as error:
+    validation.check_model(_model(4096, recurrence="pallas"))
+  message = str(error.value)
+  assert "\n" not in message and "hidden_size 4096" in message and "--config.model.recurrence=auto" in message
+  validation.check_model(_model(2048, recurrence="pallas"))
+
+
+PALLAS_CONFIG = '''
+from lstm_jax import config as config_lib
+def get_config():
+  c = config_lib.default_config()
+  c.data.corpus = {corpus!r}; c.data.edition = "raw"; c.data.batch_size = 4; c.data.num_steps = 8
+  c.model.hidden_size = 4096; c.model.recurrence = "pallas"; c.model.kernel_target = "cuda"
+  c.train.num_epochs = 1; c.train.generate_every_epochs = 0; c.generate.prefixes = ("ab",)
+  return c
+'''
+
+
+def test_main_refuses_pallas_outside_the_envelope_with_exit_2_and_writes_nothing(tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("abcd efgh ijkl mnop " * 60)
+  config = tmp_path / "pallas_config.py"
+  config.write_text(PALLAS_CONFIG.format(corpus=str(corpus)))
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-m", "lstm_jax.main", f"--config={config}",
+                           f"--workdir={tmp_path / 'w'}"], capture_output=True, text=True, env=env, cwd=REPO)
+  assert result.returncode == 2, result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and "hidden_size 4096" in lines[0] and "recurrence=auto" in lines[0], result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "w").exists()
