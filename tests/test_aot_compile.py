@@ -114,6 +114,9 @@ def test_the_command_prints_one_line_per_target_with_memory_and_kernels(real_dat
     (("--target", "v9z:1x1"), "known targets"),
     (("--target", "h100", "--no_such_flag"), "no_such_flag"),
     (("--target", "h100", "--config.model.hiden=3"), "model.hidden_size"),
+    (("--target", "h100", "--config.model.hidden_size=abc"), "hidden_size=abc"),
+    (("--target", "h100", "--config", "no_such_config.py"), "No such file or directory: 'no_such_config.py'"),
+    ((), "pass --target NAME"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, expected, real_data_dir):
   result = _command(*args)

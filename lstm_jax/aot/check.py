@@ -11,6 +11,7 @@ comes from the config's corpus, loaded as the trainer loads it (``corpora.load``
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Sequence
 
@@ -30,19 +31,35 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser for the command: a bad flag or ``--config.x=y`` is one ``error:`` line and exit status 2."""
+  """absl's parser for the command: a bad flag, config file or ``--config.x=y`` is one ``error:`` line and exit
+  status 2."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}. Pass --helpfull to list the flags.", file=sys.stderr)
+    rest = flags.FLAGS(argv)
+    list(flags.FLAGS.config.keys())  # config_flags defers a config file's loading error to the first read
+    return rest
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     paths = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and "=" in a]
     fields = set(config_lib.field_paths())
     unknown = [p for p in paths if p not in fields and not any(f.startswith(p + ".") for f in fields)]
-    message = config_lib.suggest_field(unknown[0]) if unknown else " ".join(str(e).strip("'\"").split())
-    print(f"error: bad config override: {message} Override fields as --config.section.field=value.",
-          file=sys.stderr)
+    message = f"bad config override: {config_lib.suggest_field(unknown[0])}" if unknown else _one_line(e)
+    print(f"error: {message} Override fields as --config.section.field=value.", file=sys.stderr)
+  except OSError as e:
+    print(f"error: cannot load --config: {_one_line(e)}", file=sys.stderr)
+  except Exception as e:  # noqa: BLE001 (absl's flags.Error, a config file's get_config failing)
+    print(f"error: {_one_line(e)} Pass --helpfull to list the flags.", file=sys.stderr)
   sys.exit(EXIT_USAGE)
+
+
+def _one_line(error: BaseException) -> str:
+  """The error's message on one line: the last "SomeError: ..." line of an embedded traceback, the ``[Errno ...]``
+  part of a file error; at most 300 characters."""
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  errors = [ln for ln in lines if re.match(r"^\w+(Error|Exception): ", ln)]
+  errno = [ln for ln in lines if ln.startswith("[Errno")]
+  text = errno[-1] if errno else errors[-1] if errors and "Traceback" in text else " ".join(lines)
+  text = text.rstrip(".")
+  return (text[:300] + "...") if len(text) > 300 else text + "."
 
 
 def for_target(config: ml_collections.ConfigDict, platform: str) -> ml_collections.ConfigDict:
@@ -95,10 +112,7 @@ def run(config: ml_collections.ConfigDict, target_names: Sequence[str], members:
     corpus = corpora.load(config.data)
     validation.check(config, corpus)
     targets = targets_lib.resolve_all(list(target_names))
-  except validation.ConfigError as e:
-    print_fn(f"error: {e}")
-    return EXIT_USAGE
-  except targets_lib.UnknownTargetError as e:
+  except (validation.ConfigError, targets_lib.UnknownTargetError) as e:
     print_fn(f"error: {e}")
     return EXIT_USAGE
   except (targets_lib.MissingPackagesError, corpora.CorpusError, OSError) as e:
