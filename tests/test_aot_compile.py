@@ -158,6 +158,8 @@ def test_memory_beyond_the_chip_is_reported_as_not_fitting():
      "VMEM: needs 256.0 MiB of 128.0 MiB"),
     ("RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: Ran out of memory on HBM, the total memory required for HLO "
      "temporaries (62.42G) exceeds available HBM (15.75G).\nHLO module: jit_train_step", "HBM: needs 62.42G of 15.75G"),
+    ("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space vmem. Used 128.38M of "
+     "128.00M vmem. Exceeded vmem capacity by 388.0K.", "VMEM: needs 128.38M of 128.00M"),
     ("CompileTimeScopedVmemOom: Ran out of memory in memory space vmem while allocating on stack for %x.\nScoped "
      "allocation with size 38.52M and limit 16.00M exceeded scoped vmem limit by 22.52M.",
      "VMEM: needs 38.52M of 16.00M"),

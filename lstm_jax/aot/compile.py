@@ -147,6 +147,7 @@ def format_bytes(n: int | None) -> str:
 
 _SHORTAGES = (  # (pattern, groups of: memory space, needed, available) of the compilers' out-of-memory messages
     (r"Allocation \(size=(\d+)\) would exceed memory \(size=(\d+)\).*?space=(\w+)", (3, 1, 2)),
+    (r"Ran out of memory in memory space (\w+)\. Used ([\d.]+\s*[KMGT]?i?B?) of ([\d.]+\s*[KMGT]?i?B?)", (1, 2, 3)),
     (r"Ran out of memory (?:in memory space |on )?(\w+).*?size ([\d.]+\s*[KMGT]?i?B?) and limit "
      r"([\d.]+\s*[KMGT]?i?B?)", (1, 2, 3)),
     (r"Ran out of memory (?:in memory space |on )?(\w+).*?\(([\d.]+\s*[KMGT]?i?B?)\) exceeds (?:the )?"
