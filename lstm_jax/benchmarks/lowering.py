@@ -78,18 +78,23 @@ CUDNN_CALLS = ("cudnn_rnn_ffi", "cudnn_rnn_bwd_ffi")
 
 @contextlib.contextmanager
 def _placeholder_cudnn_sizes():
-  """Without the CUDA plugin, cuDNN's workspace / reserve-space sizes (asked at abstract evaluation) are a
-  placeholder, enough to trace; nothing traced under it can run or lower."""
+  """Where cuDNN cannot be asked (no CUDA plugin, or the plugin without a GPU and its cuDNN), its workspace /
+  reserve-space sizes (asked at abstract evaluation) are a placeholder, enough to trace; nothing traced under it
+  can run or lower."""
   from jax._src.lib import gpu_rnn  # noqa: PLC0415
   name = "compute_rnn_workspace_reserve_space_sizes"
-  if gpu_rnn is None or hasattr(gpu_rnn, name):
+  if gpu_rnn is None:
     yield
     return
+  original = getattr(gpu_rnn, name, None)
   setattr(gpu_rnn, name, lambda *args: (1, 1))
   try:
     yield
   finally:
-    delattr(gpu_rnn, name)
+    if original is None:
+      delattr(gpu_rnn, name)
+    else:
+      setattr(gpu_rnn, name, original)
 
 
 def _cudnn_step(hidden: int = 32, batch: int = 4, steps: int = 5, vocab: int = 11):
