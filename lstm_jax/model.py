@@ -59,6 +59,7 @@ class LanguageModel:
   matmul_dtype: str = "float32"  # float32 | bfloat16: operands of the layers' matmuls (accumulation, state: float32)
   kernel_target: str = ""       # "": kernels for this machine; "cuda" / "tpu": built for that platform (to lower or
                                 # compile train steps for a chip this machine lacks); "auto" resolves as there
+  kernel_devices: int = 0       # devices the batch (or the members) is split over; 0: jax.device_count()
 
   @property
   def family(self):
@@ -93,7 +94,8 @@ class LanguageModel:
     if self.cell not in PALLAS or self.platform not in ("gpu", "tpu"):
       return None
     from lstm_jax.kernels import envelope  # noqa: PLC0415 (Pallas imports only when a kernel is asked for)
-    return envelope.limit(self.cell, self.platform, self.hidden_size, self.matmul_dtype)
+    return envelope.limit(self.cell, self.platform, self.hidden_size, self.matmul_dtype,
+                          devices=self.kernel_devices or jax.device_count())
 
   def recurrence_problem(self) -> str | None:
     """One line for ``recurrence=pallas`` outside the kernels' envelope (naming the limit and the way out)."""

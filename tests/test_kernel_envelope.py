@@ -1,5 +1,5 @@
 """The kernels' envelope (``lstm_jax.kernels.envelope``): the largest shapes each kernel takes per platform, at both
-sides of the edge; ``recurrence=auto`` picks the kernel only inside it (one line when it does not); an explicit
+sides of the edge, and one device; ``recurrence=auto`` picks the kernel only inside it (one line when it does not); an explicit
 ``recurrence=pallas`` outside it is one line naming the limit and the fix, exit 2, nothing written."""
 
 import os
@@ -68,6 +68,18 @@ def test_kernel_target_decides_the_platform():
   assert _model(4096, kernel_target="cuda").resolved_recurrence == "fused_vjp"
   assert _model(2048, kernel_target="cuda").resolved_recurrence == "pallas"
   assert _model(256, kernel_target="tpu").resolved_recurrence == "pallas"
+
+
+def test_a_run_split_over_several_devices_uses_xla(monkeypatch):
+  """A kernel call is not partitioned over devices: data-parallel (or members-parallel) runs use fused_vjp."""
+  for target in ("cuda", "tpu"):
+    split = _model(256, kernel_target=target, kernel_devices=4)
+    assert split.resolved_recurrence == "fused_vjp" and "split over 4" in split.recurrence_note()
+    assert "split over 4" in _model(256, kernel_target=target, kernel_devices=4, recurrence="pallas"
+                                    ).recurrence_problem()
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(jax, "device_count", lambda: 8)  # kernel_devices=0: this machine's devices
+  assert _model(256).resolved_recurrence == "fused_vjp"
 
 
 def test_explicit_pallas_outside_is_one_line_naming_the_limit_and_the_fix(monkeypatch):

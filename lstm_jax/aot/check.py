@@ -15,6 +15,7 @@ import re
 import sys
 from typing import Sequence
 
+import jax
 import ml_collections
 from absl import flags
 
@@ -62,19 +63,22 @@ def _one_line(error: BaseException) -> str:
   return (text[:300] + "...") if len(text) > 300 else text + "."
 
 
-def for_target(config: ml_collections.ConfigDict, platform: str) -> ml_collections.ConfigDict:
-  """A copy of ``config`` whose scratch model is built for ``platform`` ("cuda" / "tpu")."""
+def for_target(config: ml_collections.ConfigDict, platform: str,
+               num_devices: int = 1) -> ml_collections.ConfigDict:
+  """A copy of ``config`` whose scratch model is built for ``platform`` ("cuda" / "tpu") and ``num_devices``
+  devices."""
   config = config.copy_and_resolve_references()
   if config.model.get("implementation", "scratch") == "scratch":
     with config.unlocked():
       config.model.kernel_target = platform
+      config.model.kernel_devices = num_devices
   return config
 
 
 def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target, vocab_size: int,
                    members: int = 0) -> compile_lib.TargetResult:
   """The train step, evaluation forward and (``members > 0``) population step of ``config`` on ``target``."""
-  config = for_target(config, target.platform)
+  config = for_target(config, target.platform, len(target.devices))
   result = compile_lib.TargetResult(target.name, target.chip, len(target.devices), recurrence="?",
                                     memory_bytes=target.memory_bytes)
   if config.model.get("implementation", "scratch") == "cudnn":
@@ -83,7 +87,8 @@ def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target
     return result
   try:
     model = models.from_config(config.model, vocab_size)
-    result.recurrence = compile_lib.recurrence_of(model)
+    with jax.default_device(target.devices[0]):  # the kernels' envelope reads the chip (TPU: its VMEM)
+      result.recurrence = compile_lib.recurrence_of(model)
   except ValueError as e:
     result.error = str(e)
     return result

@@ -77,7 +77,7 @@ def compile_case(case: Case) -> Outcome:
   w = WORKLOADS[case.workload]
   model = model_lib.LanguageModel(vocab_size=train_step.VOCAB, hidden_size=w.hidden, num_layers=w.num_layers,
                                   cell=case.cell, recurrence=case.recurrence, matmul_dtype=case.dtype,
-                                  kernel_target=target.platform)
+                                  kernel_target=target.platform, kernel_devices=len(target.devices))
   program = compile_lib.train_program(target, model, train_step.sgd_optimizer(), w.batch, w.steps,
                                       carry_state=False)
   if program.error:
