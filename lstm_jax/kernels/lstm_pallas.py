@@ -55,9 +55,11 @@ Design
   compiled. ``backend=None``: "triton" on GPU and CPU (so CPU interpret runs the GPU layout), "tpu" on TPU.
 
 Known limits
-- GPU: every batch-block program re-reads all of ``W_h`` every step (the persistent design, ``W_h`` split across
-  thread blocks and kept on chip with a grid-wide barrier per step as cuDNN's persistent LSTM / Diamos et al.
-  2016, is not built); run time has not been measured on a GPU.
+- GPU: every batch-block program re-reads all of ``W_h`` every step, and the programs are only ``K * Bp / 16``
+  thread blocks: 2 for W1 (batch 32), 8 for W4 (batch 128), 32 for a population of 16 W1 members, against an
+  H100's 132 SMs. The persistent design (``W_h`` split by hidden units across many thread blocks and kept on chip,
+  with a grid-wide barrier per step, as cuDNN's persistent LSTM / Diamos et al. 2016) would use the rest of the
+  chip; it is not built. Run time has not been measured on a GPU.
 - TPU: ``W_h`` must fit in VMEM (``lstm_jax.kernels.envelope``); outside the envelope ``recurrence=auto`` uses
   fused_vjp.
 - ``unroll`` is accepted for the contract and ignored. Reverse mode only (custom_vjp).
