@@ -54,7 +54,7 @@ def _model(hidden, **kwargs):
 @pytest.mark.parametrize("cell, fallback", [("lstm", "fused_vjp"), ("rnn", "fused_vjp"),
                                             ("gru_reset_after", "scan")])
 def test_auto_uses_the_kernel_only_inside_the_envelope(monkeypatch, cell, fallback):
-  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")  # no TPU to ask: the smallest chip's VMEM
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")  # no TPU to ask: tiles.TPU_DEFAULT_VMEM
   largest = envelope.max_hidden(cell, "tpu", "float32")
   inside, outside = _model(largest, cell=cell), _model(largest + 1, cell=cell)
   assert inside.resolved_recurrence == "pallas" and inside.recurrence_note() is None

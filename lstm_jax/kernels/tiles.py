@@ -47,7 +47,8 @@ TRITON_TILE = 128  # max side of one dot tile on Triton
 TRITON_BATCH_BLOCK = 16  # Triton dots need M >= 16
 TPU_MAX_BATCH_BLOCK = 256
 TPU_MAX_CHUNK = 32  # steps per chunk: enough to hide a grid step's overhead
-TPU_DEFAULT_VMEM = 16 << 20  # when the chip cannot be asked (CPU interpret mode): the smallest (v4)
+TPU_DEFAULT_VMEM = 64 << 20  # when no TPU can be asked (lowering or interpret mode on a CPU): v5p's, between v4's
+                             # 16 MiB and v5e's / v6e's 128 MiB
 F32 = 4  # bytes
 
 
