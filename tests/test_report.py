@@ -235,6 +235,21 @@ def test_runs_made_with_another_config_are_refused(tmp_path):
 COMMITTED = pathlib.Path(__file__).resolve().parents[1] / "reports" / "d2l"
 
 
+def test_committed_report_redraws_from_its_data_alone(tmp_path):
+  """``report --notrain`` with no run directory: RESULTS.md, summary.json and the data come out byte for byte as
+  committed, and every plot RESULTS.md shows is drawn again."""
+  for name in (report_data.DATA_FILE, report.FINDINGS_FILE):
+    shutil.copy(COMMITTED / name, tmp_path / name)
+  report.write_report(d2l_rows.select_rows("tm2019"), {}, tmp_path, library=[{"ignored": "in a redraw"}],
+                      command="ignored")
+  for name in ("RESULTS.md", "summary.json", report_data.DATA_FILE):
+    assert (tmp_path / name).read_bytes() == (COMMITTED / name).read_bytes(), name
+  shown = re.findall(r"^!\[\w+\]\((\w+\.png)\)$", (COMMITTED / "RESULTS.md").read_text(), re.M)
+  assert shown and sorted(shown) == sorted(p.name for p in tmp_path.glob("*.png"))
+  for name in shown:
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG" and (COMMITTED / name).exists()
+
+
 def test_rows_without_runs_come_from_the_committed_data(tmp_path):
   rows = d2l_rows.select_rows("tm2019_gru_*")
   first = {row.name: 2.0 + i for i, row in enumerate(rows)}

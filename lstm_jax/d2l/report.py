@@ -1,4 +1,5 @@
-"""Writes the reproduction report: ``RESULTS.md``, ``summary.json`` and one PNG per table into an output folder.
+"""Writes the reproduction report: ``RESULTS.md``, ``summary.json``, one PNG per table and ``report_data.json``
+(everything they are drawn from: ``lstm_jax.d2l.report_data``) into an output folder.
 
 A row is *reproduced* when our mean final perplexity is at most the top of the book's run-to-run spread
 (``book_tables.md`` section 6), or, where no spread exists, at most 10% above the book's number (lower is fine).
