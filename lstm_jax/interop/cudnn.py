@@ -79,14 +79,20 @@ def layers(flat_weights, xs_BTI, h0, c0, *, input_size: int, hidden_size: int, n
   Needs the CUDA jaxlib (it runs on CUDA GPUs; ``jax.export`` can also lower it for ``cuda`` elsewhere); without
   it raises RuntimeError naming what runs here instead.
   """
+  needs_gpu = (f"cuDNN LSTM needs a CUDA GPU (backend here: {jax.default_backend()}); use recurrence 'scan', "
+               "'fused_vjp' or 'pallas' (interpret mode on CPU), or the implementations 'scratch', 'flax', "
+               "'flax_optimized'")
   if not cudnn_in_jaxlib():
-    raise RuntimeError(f"cuDNN LSTM needs a CUDA GPU (backend here: {jax.default_backend()}); use recurrence "
-                       "'scan', 'fused_vjp' or 'pallas' (interpret mode on CPU), or the implementations 'scratch', "
-                       "'flax', 'flax_optimized'")
+    raise RuntimeError(needs_gpu)
   _check_states(xs_BTI, h0, c0, hidden_size, num_layers)
   seq_lengths = jnp.full((xs_BTI.shape[0],), xs_BTI.shape[1], jnp.int32)
-  return jrnn.lstm(xs_BTI, h0, c0, flat_weights, seq_lengths, input_size=input_size, hidden_size=hidden_size,
-                   num_layers=num_layers, dropout=0.0, bidirectional=False)
+  try:
+    return jrnn.lstm(xs_BTI, h0, c0, flat_weights, seq_lengths, input_size=input_size, hidden_size=hidden_size,
+                     num_layers=num_layers, dropout=0.0, bidirectional=False)
+  except RuntimeError as e:  # the CUDA plugin without a GPU (e.g. the aot extra on a CPU machine): cuDNN is absent
+    if "cuDNN could not be found" in str(e):
+      raise RuntimeError(needs_gpu) from None
+    raise
 
 
 def reference_layers(flat_weights, xs_BTI, h0, c0, *, input_size: int, hidden_size: int, num_layers: int):
