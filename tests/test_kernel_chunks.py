@@ -13,7 +13,8 @@ import pytest
 
 from lstm_jax.cells import gru, lstm_fused_vjp, rnn_fused_vjp
 from lstm_jax.cells.lstm import LSTMCarry
-from lstm_jax.kernels import gru_pallas, lstm_pallas, rnn_pallas, tiles
+from lstm_jax.kernels import gru_pallas, lstm_pallas, rnn_pallas
+from lstm_jax.kernels import layout as layout_lib
 
 CELLS = {  # kernel module, reference recurrence, gate blocks
     "lstm": (lstm_pallas, lstm_fused_vjp.recurrence, 4),
@@ -65,13 +66,13 @@ def _assert_equal_to_reference(cell, T, B, H, K=0, backend="tpu", matmul_dtype=j
 @pytest.fixture
 def chunk_of(monkeypatch):
   """Forces the TPU layout's time chunk to ``Tc`` steps (padding T up to a multiple of it)."""
-  layout = tiles.layout
+  layout = layout_lib.layout
 
   def force(Tc):
     def chunked(backend, kernel, T, B, H, matmul_dtype=jnp.float32):
       lay = layout(backend, kernel, T, B, H, matmul_dtype)
-      return lay._replace(Tc=Tc, Tp=tiles.round_up(T, Tc)) if backend == "tpu" else lay
-    monkeypatch.setattr(tiles, "layout", chunked)
+      return lay._replace(Tc=Tc, Tp=layout_lib.round_up(T, Tc)) if backend == "tpu" else lay
+    monkeypatch.setattr(layout_lib, "layout", chunked)
 
   return force
 
@@ -105,13 +106,13 @@ def test_tpu_layout_fits_the_chip_and_evens_out_the_chunks():
   kernel = lstm_pallas.KERNEL
   for vmem in (16 << 20, 64 << 20, 128 << 20):
     for T, B, H in ((35, 32, 256), (100, 64, 512), (1000, 16, 512), (100, 128, 1024)):
-      lay = tiles.tpu_layout(kernel, T, B, H, jnp.float32, vmem)
+      lay = layout_lib.tpu_layout(kernel, T, B, H, jnp.float32, vmem)
       if lay is None:
         continue
-      assert lay.vmem <= tiles.vmem_budget(vmem)
+      assert lay.vmem <= layout_lib.vmem_budget(vmem)
       assert lay.Tp >= T and lay.Tp - T < lay.num_chunks  # the padding is under one step per chunk
       assert lay.Bp % lay.bB == 0 and lay.bB % 8 == 0 and lay.Hp % 128 == 0
-  small = tiles.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 64 << 20)
-  large = tiles.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 128 << 20)
+  small = layout_lib.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 64 << 20)
+  large = layout_lib.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 128 << 20)
   assert small.bB * small.Tc < large.bB * large.Tc  # more VMEM, bigger blocks
-  assert tiles.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 16 << 20) is None  # 16 MiB of W_h alone
+  assert layout_lib.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 16 << 20) is None  # 16 MiB of W_h alone

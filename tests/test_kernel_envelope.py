@@ -12,7 +12,8 @@ import pytest
 
 from lstm_jax import model as model_lib
 from lstm_jax import validation
-from lstm_jax.kernels import envelope, tiles
+from lstm_jax.kernels import envelope
+from lstm_jax.kernels import layout as layout_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CHIPS = {"v4": 16 << 20, "v5p": 64 << 20, "v5e": 128 << 20}
@@ -26,9 +27,9 @@ def test_tpu_edge_is_where_the_blocks_stop_fitting(cell, dtype):
     assert largest >= 512, chip  # every chip takes the D2L sizes
     assert envelope.limit(cell, "tpu", largest, dtype, vmem_bytes=vmem) is None
     assert envelope.limit(cell, "tpu", largest + 1, dtype, vmem_bytes=vmem) is not None
-    layout = tiles.tpu_layout(envelope.kernel(cell), 100, 64, largest, dtype, vmem)
-    assert layout is not None and layout.vmem <= tiles.vmem_budget(vmem)
-    assert tiles.tpu_layout(envelope.kernel(cell), 1, 1, largest + 128, dtype, vmem) is None
+    layout = layout_lib.tpu_layout(envelope.kernel(cell), 100, 64, largest, dtype, vmem)
+    assert layout is not None and layout.vmem <= layout_lib.vmem_budget(vmem)
+    assert layout_lib.tpu_layout(envelope.kernel(cell), 1, 1, largest + 128, dtype, vmem) is None
   assert envelope.max_hidden(cell, "tpu", dtype, 64 << 20) < envelope.max_hidden(cell, "tpu", dtype, 128 << 20)
 
 
@@ -54,7 +55,7 @@ def _model(hidden, **kwargs):
 @pytest.mark.parametrize("cell, fallback", [("lstm", "fused_vjp"), ("rnn", "fused_vjp"),
                                             ("gru_reset_after", "scan")])
 def test_auto_uses_the_kernel_only_inside_the_envelope(monkeypatch, cell, fallback):
-  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")  # no TPU to ask: tiles.TPU_DEFAULT_VMEM
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")  # no TPU to ask: layout_lib.TPU_DEFAULT_VMEM
   largest = envelope.max_hidden(cell, "tpu", "float32")
   inside, outside = _model(largest, cell=cell), _model(largest + 1, cell=cell)
   assert inside.resolved_recurrence == "pallas" and inside.recurrence_note() is None

@@ -14,7 +14,8 @@ from jax import export
 
 from lstm_jax.cells import lstm_fused_vjp
 from lstm_jax.cells import lstm
-from lstm_jax.kernels import lstm_pallas, tiles
+from lstm_jax.kernels import layout as layout_lib
+from lstm_jax.kernels import lstm_pallas
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 dots on both sides; only summation order differs
 BF16_TOL = dict(rtol=0.0, atol=5e-2)  # bf16 dot operands (8-bit mantissa) against the float32 reference
@@ -79,12 +80,12 @@ def test_float32_equals_fused_vjp(T, B, H, backend):
 
 def test_layout_pads_to_backend_tiles():
   kernel = lstm_pallas.KERNEL
-  triton = tiles.layout("triton", kernel, 35, 3, 20)
+  triton = layout_lib.layout("triton", kernel, 35, 3, 20)
   assert (triton.Tp, triton.Tc, triton.Bp, triton.bB, triton.Hp, triton.bh) == (35, 35, 16, 16, 32, 32)
-  assert tiles.layout("triton", kernel, 9, 40, 1000)[2:6] == (48, 16, 1024, 128)
-  tpu = tiles.tpu_layout(kernel, 35, 3, 20, jnp.float32, vmem_bytes=128 << 20)
+  assert layout_lib.layout("triton", kernel, 9, 40, 1000)[2:6] == (48, 16, 1024, 128)
+  tpu = layout_lib.tpu_layout(kernel, 35, 3, 20, jnp.float32, vmem_bytes=128 << 20)
   assert (tpu.Tp, tpu.Tc, tpu.Bp, tpu.bB, tpu.Hp, tpu.bh) == (36, 18, 8, 8, 128, 128)  # 2 chunks, 1 padded step
-  assert tiles.tpu_layout(kernel, 5, 3, 20, jnp.bfloat16, vmem_bytes=128 << 20)[:6] == (5, 5, 16, 16, 128, 128)
+  assert layout_lib.tpu_layout(kernel, 5, 3, 20, jnp.bfloat16, vmem_bytes=128 << 20)[:6] == (5, 5, 16, 16, 128, 128)
   with pytest.raises(ValueError, match="backend"):
     lstm_pallas.recurrence({"W_h": jnp.zeros((4, 16))}, jnp.zeros((2, 1, 16)),
                            lstm.LSTMCarry(jnp.zeros((1, 4)), jnp.zeros((1, 4))), backend="mosaic_gpu")

@@ -4,7 +4,7 @@ formulas of ``lstm_jax.kernels.tiles`` (checked against the real compilers by ``
 
 - TPU: ``W_h`` stays in VMEM for the whole sequence, so the hidden size is bounded by the VMEM of one TensorCore:
   ``G Hp^2 itemsize`` bytes of ``W_h`` plus the smallest blocks (batch block 8, one step per chunk) must fit in
-  3/4 of it (``tiles.vmem_budget``). Batch and sequence length are not bounded: the batch block shrinks and the
+  3/4 of it (``layout_lib.vmem_budget``). Batch and sequence length are not bounded: the batch block shrinks and the
   time chunks stream through VMEM. ``max_hidden`` gives the edge per cell, dtype and chip.
 - GPU (Triton): the code of a step does not grow with the shape (rolled tile loops), so compilation does not bound
   the hidden size. ``W_h`` is re-read every step, from L2 while it fits there (H100: 50 MB, the LSTM's float32
@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from lstm_jax.kernels import tiles
+from lstm_jax.kernels import layout as layout_lib
 
 GPU_MAX_HIDDEN = 2048
 GPU_MAX_GRID = 65535
 PLATFORMS = ("gpu", "tpu")
 
 
-def kernel(cell: str) -> tiles.Kernel:
+def kernel(cell: str) -> layout_lib.Kernel:
   """The sizes of ``cell``'s kernels."""
   from lstm_jax.kernels import gru_pallas, lstm_pallas, rnn_pallas  # noqa: PLC0415
   return {"lstm": lstm_pallas.KERNEL, "rnn": rnn_pallas.KERNEL, "gru_reset_after": gru_pallas.KERNEL}[cell]
@@ -43,8 +43,8 @@ def max_hidden(cell: str, platform: str, matmul_dtype="float32", vmem_bytes: int
   per core, default: the default device's)."""
   if platform == "gpu":
     return GPU_MAX_HIDDEN
-  vmem = tiles.tpu_vmem_bytes() if vmem_bytes is None else vmem_bytes
-  fits = lambda h: tiles.tpu_layout(kernel(cell), 1, 1, h, matmul_dtype, vmem) is not None
+  vmem = layout_lib.tpu_vmem_bytes() if vmem_bytes is None else vmem_bytes
+  fits = lambda h: layout_lib.tpu_layout(kernel(cell), 1, 1, h, matmul_dtype, vmem) is not None
   hidden = 0
   while fits(hidden + 128):
     hidden += 128
@@ -62,7 +62,7 @@ def limit(cell: str, platform: str, hidden: int, matmul_dtype="float32", batch: 
   if platform == "tpu":
     largest = max_hidden(cell, platform, dtype, vmem_bytes)
     if hidden > largest:
-      vmem = tiles.tpu_vmem_bytes() if vmem_bytes is None else vmem_bytes
+      vmem = layout_lib.tpu_vmem_bytes() if vmem_bytes is None else vmem_bytes
       return (f"the {cell} kernel keeps W_h in TPU VMEM: hidden_size {hidden} ({dtype}) exceeds the largest that "
               f"fits this chip's {vmem >> 20} MiB, {largest}")
     return None
@@ -70,7 +70,7 @@ def limit(cell: str, platform: str, hidden: int, matmul_dtype="float32", batch: 
     if hidden > GPU_MAX_HIDDEN:
       return (f"the {cell} kernel re-reads W_h every step: hidden_size {hidden} exceeds {GPU_MAX_HIDDEN}, the "
               f"largest the GPU kernels are checked at")
-    if members > GPU_MAX_GRID or -(-batch // tiles.TRITON_BATCH_BLOCK) > GPU_MAX_GRID:
+    if members > GPU_MAX_GRID or -(-batch // layout_lib.TRITON_BATCH_BLOCK) > GPU_MAX_GRID:
       return (f"the {cell} kernel's grid exceeds CUDA's {GPU_MAX_GRID} blocks per axis (batch {batch}, members "
               f"{members})")
     return None

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 
 from lstm_jax.cells import gru
 from lstm_jax.cells.gru import NUM_GATES
+from lstm_jax.kernels import layout as layout_lib
 from lstm_jax.kernels import tiles
 
 R, Z, N = range(NUM_GATES)
@@ -59,7 +60,7 @@ R, Z, N = range(NUM_GATES)
 # [1, Hp], and a two-slot state scratch [2, bB, Hp] last.
 # ----------------------------------------------------------------------------------------------------------------
 
-KERNEL = tiles.Kernel(num_gates=NUM_GATES, seq_width=2 * NUM_GATES + 4, num_states=1)
+KERNEL = layout_lib.Kernel(num_gates=NUM_GATES, seq_width=2 * NUM_GATES + 4, num_states=1)
 
 
 def _forward_kernel(xproj_ref, w_ref, bhn_ref, h0_ref, *refs, walk, cols, matmul_dtype, save):
@@ -137,12 +138,12 @@ def _backward_kernel(wt_ref, acts_ref, hn_ref, hprev_ref, dhs_ref, dhT_ref, dxpr
 # The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _settings(cfg: tiles.Config, lay: tiles.Layout, T: int, reverse: bool):
+def _settings(cfg: tiles.Config, lay: layout_lib.Layout, T: int, reverse: bool):
   walk = tiles.Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse, barrier=tiles.barrier(cfg))
   return dict(walk=walk, cols=tiles.Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
 
 
-def _forward_call(Wp, bp, xp, h0p, T: int, cfg: tiles.Config, lay: tiles.Layout, save: bool):
+def _forward_call(Wp, bp, xp, h0p, T: int, cfg: tiles.Config, lay: layout_lib.Layout, save: bool):
   """Padded ``Wp [K, Hp, 3Hp]``, ``bp [K, 1, Hp]``, ``xp [K, Tp, Bp, 3Hp]``, ``h0p [K, Bp, Hp]`` -> ``hs``, ``hT``
   (+ ``acts [K, Tp, Bp, 3Hp]``, ``hn [K, Tp, Bp, Hp]``)."""
   blocks = tiles.blocks_for(cfg, xp.shape[0], lay)
@@ -156,7 +157,7 @@ def _forward_call(Wp, bp, xp, h0p, T: int, cfg: tiles.Config, lay: tiles.Layout,
                     in_specs, outs, num_states=1)
 
 
-def _backward_call(WTp, acts, hn, hprev, dhsp, dhTp, T: int, cfg: tiles.Config, lay: tiles.Layout):
+def _backward_call(WTp, acts, hn, hprev, dhsp, dhTp, T: int, cfg: tiles.Config, lay: layout_lib.Layout):
   """``WTp [K, 3Hp, Hp]``, saved ``acts [K, Tp, Bp, 3Hp]``, ``hn``, ``h_prev``, ``dhs [K, Tp, Bp, Hp]``, ``dhT`` ->
   ``dxproj [K, Tp, Bp, 3Hp]``, ``dhn [K, Tp, Bp, Hp]``, ``dh0 [K, Bp, Hp]``."""
   blocks = tiles.blocks_for(cfg, acts.shape[0], lay, reverse=True)
@@ -170,7 +171,7 @@ def _backward_call(WTp, acts, hn, hprev, dhsp, dhTp, T: int, cfg: tiles.Config, 
 def _forward(cfg: tiles.Config, W_h, b_hn, xproj, h0, save: bool):
   """``((hT, hs), residuals)``; residuals (``save``): the inputs, ``hs`` and the padded ``acts``, ``hn``."""
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
+  lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   outs = _forward_call(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES), tiles.pad_row(b_hn, H, lay),
                        tiles.pad_gates(xproj, B, H, lay, NUM_GATES), tiles.pad_state(h0, B, H, lay), T, cfg, lay,
                        save)
@@ -182,7 +183,7 @@ def _backward(cfg: tiles.Config, saved, cotangents):
   W_h, b_hn, xproj, h0, hs, acts, hn = saved
   dhT, dhs = cotangents
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
+  lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   WTp = jnp.swapaxes(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES), 1, 2)
   h_prev = tiles.previous_states(h0, hs)
   pad = lambda x: tiles.pad_state(x, B, H, lay)

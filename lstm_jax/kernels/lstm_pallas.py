@@ -42,7 +42,7 @@ Design
   dots.
 - Where things live. TPU: ``W_h [Hp, 4Hp]`` is DMA'd into VMEM once per member (constant block index, single
   buffer) and stays resident; the sequence blocks ``[Tc, bB, 4Hp]`` are pipelined chunk by chunk, so VMEM holds
-  ``W_h`` plus two chunks, not the whole sequence (``tiles.tpu_layout`` picks ``bB`` and ``Tc`` from the chip's
+  ``W_h`` plus two chunks, not the whole sequence (``layout.tpu_layout`` picks ``bB`` and ``Tc`` from the chip's
   VMEM; ``lstm_jax.kernels.envelope`` gives the largest H per chip). GPU: refs are windows into HBM; the ``W_h``
   tiles are re-read every step (from L2: 50 MB on an H100 holds the float32 ``W_h`` up to H ~ 1800), xproj / hs /
   acts are streamed per step, the state goes through the scratch (L1) with a block barrier after each step.
@@ -77,15 +77,16 @@ import jax.numpy as jnp
 
 from lstm_jax.cells import lstm
 from lstm_jax.cells.lstm import NUM_GATES, LSTMCarry
+from lstm_jax.kernels import layout as layout_lib
 from lstm_jax.kernels import tiles
-from lstm_jax.kernels.tiles import BACKENDS
+from lstm_jax.kernels.layout import BACKENDS
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels. Per program: sequence refs [Tc, bB, D], state refs [bB, Hp], weight refs [Hp, 4Hp] / [4Hp, Hp], and
 # two-slot state scratches [2, bB, Hp] last.
 # ----------------------------------------------------------------------------------------------------------------
 
-KERNEL = tiles.Kernel(num_gates=NUM_GATES, seq_width=2 * NUM_GATES + 2, num_states=2)
+KERNEL = layout_lib.Kernel(num_gates=NUM_GATES, seq_width=2 * NUM_GATES + 2, num_states=2)
 
 
 def _forward_kernel(xproj_ref, w_ref, h0_ref, c0_ref, *refs, walk, cols, matmul_dtype, save):
@@ -168,12 +169,12 @@ def _backward_kernel(wt_ref, acts_ref, cprev_ref, dhs_ref, dhT_ref, dcT_ref, dga
 # The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _settings(cfg: tiles.Config, lay: tiles.Layout, T: int, reverse: bool):
+def _settings(cfg: tiles.Config, lay: layout_lib.Layout, T: int, reverse: bool):
   walk = tiles.Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse, barrier=tiles.barrier(cfg))
   return dict(walk=walk, cols=tiles.Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
 
 
-def _forward_call(Wp, xp, h0p, c0p, T: int, cfg: tiles.Config, lay: tiles.Layout, save: bool):
+def _forward_call(Wp, xp, h0p, c0p, T: int, cfg: tiles.Config, lay: layout_lib.Layout, save: bool):
   """Padded ``Wp [K, Hp, 4Hp]``, ``xp [K, Tp, Bp, 4Hp]``, ``h0p/c0p [K, Bp, Hp]`` -> hs, hT, cT (+ acts, c_prev)."""
   blocks = tiles.blocks_for(cfg, xp.shape[0], lay)
   G = NUM_GATES * lay.Hp
@@ -186,7 +187,7 @@ def _forward_call(Wp, xp, h0p, c0p, T: int, cfg: tiles.Config, lay: tiles.Layout
                     in_specs, outs, num_states=2)
 
 
-def _backward_call(WTp, acts, cprev, dhsp, dhTp, dcTp, T: int, cfg: tiles.Config, lay: tiles.Layout):
+def _backward_call(WTp, acts, cprev, dhsp, dhTp, dcTp, T: int, cfg: tiles.Config, lay: layout_lib.Layout):
   """``WTp [K, 4Hp, Hp]``, saved ``acts [K, Tp, Bp, 4Hp]``, ``c_prev``, ``dhs [K, Tp, Bp, Hp]``, ``dhT/dcT`` ->
   ``dgates [K, Tp, Bp, 4Hp]``, ``dh0``, ``dc0 [K, Bp, Hp]``."""
   blocks = tiles.blocks_for(cfg, acts.shape[0], lay, reverse=True)
@@ -201,7 +202,7 @@ def _backward_call(WTp, acts, cprev, dhsp, dhTp, dcTp, T: int, cfg: tiles.Config
 def _forward(cfg: tiles.Config, W_h, xproj, h0, c0, save: bool):
   """``((hT, cT, hs), residuals)``; residuals (``save``): the inputs, ``hs`` and the padded ``acts``, ``c_prev``."""
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
+  lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   outs = _forward_call(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES),
                        tiles.pad_gates(xproj, B, H, lay, NUM_GATES), tiles.pad_state(h0, B, H, lay),
                        tiles.pad_state(c0, B, H, lay), T, cfg, lay, save)
@@ -214,7 +215,7 @@ def _backward(cfg: tiles.Config, saved, cotangents):
   W_h, xproj, h0, c0, hs, acts, cprev = saved
   dhT, dcT, dhs = cotangents
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
+  lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   WTp = jnp.swapaxes(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES), 1, 2)
   pad = lambda x: tiles.pad_state(x, B, H, lay)
   dgates_p, dh0_p, dc0_p = _backward_call(WTp, acts, cprev, pad(dhs), pad(dhT), pad(dcT), T, cfg, lay)

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from lstm_jax.cells import rnn
 from lstm_jax.cells.rnn import NUM_GATES
+from lstm_jax.kernels import layout as layout_lib
 from lstm_jax.kernels import tiles
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ from lstm_jax.kernels import tiles
 # state scratch [2, bB, Hp] last.
 # ----------------------------------------------------------------------------------------------------------------
 
-KERNEL = tiles.Kernel(num_gates=NUM_GATES, seq_width=3, num_states=1)
+KERNEL = layout_lib.Kernel(num_gates=NUM_GATES, seq_width=3, num_states=1)
 
 
 def _forward_kernel(xproj_ref, w_ref, h0_ref, hs_ref, hT_ref, h_ref, *, walk, cols, matmul_dtype):
@@ -103,12 +104,12 @@ def _backward_kernel(wt_ref, hs_ref, dhs_ref, dhT_ref, dz_ref, dh0_ref, dh_ref, 
 # The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _settings(cfg: tiles.Config, lay: tiles.Layout, T: int, reverse: bool):
+def _settings(cfg: tiles.Config, lay: layout_lib.Layout, T: int, reverse: bool):
   walk = tiles.Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse, barrier=tiles.barrier(cfg))
   return dict(walk=walk, cols=tiles.Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
 
 
-def _forward_call(Wp, xp, h0p, T: int, cfg: tiles.Config, lay: tiles.Layout):
+def _forward_call(Wp, xp, h0p, T: int, cfg: tiles.Config, lay: layout_lib.Layout):
   """Padded ``Wp [K, Hp, Hp]``, ``xp [K, Tp, Bp, Hp]``, ``h0p [K, Bp, Hp]`` -> ``hs [K, Tp, Bp, Hp]``, ``hT``."""
   blocks = tiles.blocks_for(cfg, xp.shape[0], lay)
   kernel = functools.partial(_forward_kernel, **_settings(cfg, lay, T, reverse=False))
@@ -117,7 +118,7 @@ def _forward_call(Wp, xp, h0p, T: int, cfg: tiles.Config, lay: tiles.Layout):
                     [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)
 
 
-def _backward_call(WTp, hsp, dhsp, dhTp, T: int, cfg: tiles.Config, lay: tiles.Layout):
+def _backward_call(WTp, hsp, dhsp, dhTp, T: int, cfg: tiles.Config, lay: layout_lib.Layout):
   """``WTp [K, Hp, Hp]``, ``hs``, ``dhs [K, Tp, Bp, Hp]``, ``dhT [K, Bp, Hp]`` -> ``dz [K, Tp, Bp, Hp]``,
   ``dh0``."""
   blocks = tiles.blocks_for(cfg, hsp.shape[0], lay, reverse=True)
@@ -130,7 +131,7 @@ def _backward_call(WTp, hsp, dhsp, dhTp, T: int, cfg: tiles.Config, lay: tiles.L
 def _forward(cfg: tiles.Config, W_h, xproj, h0, save: bool):
   """``((hT, hs), residuals)``; the residuals (``save``) are the inputs and ``hs``."""
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
+  lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   hs_p, hT_p = _forward_call(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES),
                              tiles.pad_gates(xproj, B, H, lay, NUM_GATES), tiles.pad_state(h0, B, H, lay), T, cfg,
                              lay)
@@ -142,7 +143,7 @@ def _backward(cfg: tiles.Config, saved, cotangents):
   W_h, xproj, h0, hs = saved
   dhT, dhs = cotangents
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
-  lay = tiles.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
+  lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
   WTp = jnp.swapaxes(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES), 1, 2)
   pad = lambda x: tiles.pad_state(x, B, H, lay)
   dz_p, dh0_p = _backward_call(WTp, pad(hs), pad(dhs), pad(dhT), T, cfg, lay)
