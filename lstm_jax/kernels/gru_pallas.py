@@ -118,17 +118,9 @@ def _backward_kernel(wt_ref, acts_ref, hn_ref, hprev_ref, dhs_ref, dhT_ref, dxpr
       return carry
 
     tiles.tile_loop(cols.num_tiles, gate_grads, 0)
-    if walk.barrier:  # dxproj[t], dhn[t] and the direct term are read back by other threads of the block
-      from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
-      pl_triton.debug_barrier()
-
-    def hidden_grad(k, carry):
-      dgates = [(dxproj_ref, R, R), (dxproj_ref, Z, Z), (dhn_ref, 0, N)]
-      dh_ref[write, :, cols.h(k)] = tiles.transposed_dots(dh_ref[write, :, cols.h(k)], dgates, t, wt_ref, k, cols,
-                                                          matmul_dtype)
-      return carry
-
-    tiles.tile_loop(cols.num_tiles, hidden_grad, 0)
+    walk.sync()  # dxproj[t], dhn[t] and the direct term are read back by other threads of the block
+    tiles.hidden_grads(dh_ref, write, [(dxproj_ref, R, R), (dxproj_ref, Z, Z), (dhn_ref, 0, N)], t, wt_ref, cols,
+                       matmul_dtype, add=True)
 
   walk.run(step)
   tiles.when(walk.is_last(), lambda: tiles.store_state(dh0_ref, dh_ref, 0, cols))
@@ -138,11 +130,6 @@ def _backward_kernel(wt_ref, acts_ref, hn_ref, hprev_ref, dhs_ref, dhT_ref, dxpr
 # The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _settings(cfg: tiles.Config, lay: layout_lib.Layout, T: int, reverse: bool):
-  walk = tiles.Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse, barrier=tiles.barrier(cfg))
-  return dict(walk=walk, cols=tiles.Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
-
-
 def _forward_call(Wp, bp, xp, h0p, T: int, cfg: tiles.Config, lay: layout_lib.Layout, save: bool):
   """Padded ``Wp [K, Hp, 3Hp]``, ``bp [K, 1, Hp]``, ``xp [K, Tp, Bp, 3Hp]``, ``h0p [K, Bp, Hp]`` -> ``hs``, ``hT``
   (+ ``acts [K, Tp, Bp, 3Hp]``, ``hn [K, Tp, Bp, Hp]``)."""
@@ -151,7 +138,7 @@ def _forward_call(Wp, bp, xp, h0p, T: int, cfg: tiles.Config, lay: layout_lib.La
   outs = [blocks.seq_out(lay.Hp), blocks.state_out()]
   if save:
     outs += [blocks.seq_out(G), blocks.seq_out(lay.Hp)]
-  kernel = functools.partial(_forward_kernel, save=save, **_settings(cfg, lay, T, reverse=False))
+  kernel = functools.partial(_forward_kernel, save=save, **tiles.walk_settings(cfg, lay, T, reverse=False))
   in_specs = [blocks.seq(G), blocks.whole(lay.Hp, G), blocks.whole(1, lay.Hp), blocks.state()]
   return tiles.call(kernel, "gru_forward_save" if save else "gru_forward", cfg, blocks, (xp, Wp, bp, h0p),
                     in_specs, outs, num_states=1)
@@ -162,7 +149,7 @@ def _backward_call(WTp, acts, hn, hprev, dhsp, dhTp, T: int, cfg: tiles.Config, 
   ``dxproj [K, Tp, Bp, 3Hp]``, ``dhn [K, Tp, Bp, Hp]``, ``dh0 [K, Bp, Hp]``."""
   blocks = tiles.blocks_for(cfg, acts.shape[0], lay, reverse=True)
   G = NUM_GATES * lay.Hp
-  kernel = functools.partial(_backward_kernel, **_settings(cfg, lay, T, reverse=True))
+  kernel = functools.partial(_backward_kernel, **tiles.walk_settings(cfg, lay, T, reverse=True))
   in_specs = [blocks.whole(G, lay.Hp), blocks.seq(G)] + [blocks.seq(lay.Hp)] * 3 + [blocks.state()]
   return tiles.call(kernel, "gru_backward", cfg, blocks, (WTp, acts, hn, hprev, dhsp, dhTp), in_specs,
                     [blocks.seq_out(G), blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)

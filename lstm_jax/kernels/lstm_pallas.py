@@ -148,17 +148,8 @@ def _backward_kernel(wt_ref, acts_ref, cprev_ref, dhs_ref, dhT_ref, dcT_ref, dga
       return carry
 
     tiles.tile_loop(cols.num_tiles, gate_grads, 0)
-    if walk.barrier:  # dgates[t] is read back by other threads of the block
-      from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
-      pl_triton.debug_barrier()
-
-    def hidden_grad(k, carry):
-      zero = jnp.zeros((dh_ref.shape[1], cols.bh), jnp.float32)
-      dgates = [(dgates_ref, g, g) for g in range(NUM_GATES)]
-      dh_ref[write, :, cols.h(k)] = tiles.transposed_dots(zero, dgates, t, wt_ref, k, cols, matmul_dtype)
-      return carry
-
-    tiles.tile_loop(cols.num_tiles, hidden_grad, 0)
+    walk.sync()  # dgates[t] is read back by other threads of the block
+    tiles.hidden_grads(dh_ref, write, [(dgates_ref, g, g) for g in range(NUM_GATES)], t, wt_ref, cols, matmul_dtype)
 
   walk.run(step)
   tiles.when(walk.is_last(), lambda: tiles.store_state(dh0_ref, dh_ref, 0, cols),
@@ -169,11 +160,6 @@ def _backward_kernel(wt_ref, acts_ref, cprev_ref, dhs_ref, dhT_ref, dcT_ref, dga
 # The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _settings(cfg: tiles.Config, lay: layout_lib.Layout, T: int, reverse: bool):
-  walk = tiles.Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse, barrier=tiles.barrier(cfg))
-  return dict(walk=walk, cols=tiles.Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
-
-
 def _forward_call(Wp, xp, h0p, c0p, T: int, cfg: tiles.Config, lay: layout_lib.Layout, save: bool):
   """Padded ``Wp [K, Hp, 4Hp]``, ``xp [K, Tp, Bp, 4Hp]``, ``h0p/c0p [K, Bp, Hp]`` -> hs, hT, cT (+ acts, c_prev)."""
   blocks = tiles.blocks_for(cfg, xp.shape[0], lay)
@@ -181,7 +167,7 @@ def _forward_call(Wp, xp, h0p, c0p, T: int, cfg: tiles.Config, lay: layout_lib.L
   outs = [blocks.seq_out(lay.Hp), blocks.state_out(), blocks.state_out()]
   if save:
     outs += [blocks.seq_out(G), blocks.seq_out(lay.Hp)]
-  kernel = functools.partial(_forward_kernel, save=save, **_settings(cfg, lay, T, reverse=False))
+  kernel = functools.partial(_forward_kernel, save=save, **tiles.walk_settings(cfg, lay, T, reverse=False))
   in_specs = [blocks.seq(G), blocks.whole(lay.Hp, G), blocks.state(), blocks.state()]
   return tiles.call(kernel, "lstm_forward_save" if save else "lstm_forward", cfg, blocks, (xp, Wp, h0p, c0p),
                     in_specs, outs, num_states=2)
@@ -192,7 +178,7 @@ def _backward_call(WTp, acts, cprev, dhsp, dhTp, dcTp, T: int, cfg: tiles.Config
   ``dgates [K, Tp, Bp, 4Hp]``, ``dh0``, ``dc0 [K, Bp, Hp]``."""
   blocks = tiles.blocks_for(cfg, acts.shape[0], lay, reverse=True)
   G = NUM_GATES * lay.Hp
-  kernel = functools.partial(_backward_kernel, **_settings(cfg, lay, T, reverse=True))
+  kernel = functools.partial(_backward_kernel, **tiles.walk_settings(cfg, lay, T, reverse=True))
   in_specs = [blocks.whole(G, lay.Hp), blocks.seq(G), blocks.seq(lay.Hp), blocks.seq(lay.Hp), blocks.state(),
               blocks.state()]
   return tiles.call(kernel, "lstm_backward", cfg, blocks, (WTp, acts, cprev, dhsp, dhTp, dcTp), in_specs,

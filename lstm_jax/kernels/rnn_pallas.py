@@ -85,16 +85,8 @@ def _backward_kernel(wt_ref, hs_ref, dhs_ref, dhT_ref, dz_ref, dh0_ref, dh_ref, 
       return carry
 
     tiles.tile_loop(cols.num_tiles, tile_grad, 0)
-    if walk.barrier:  # dz[t] is read back by other threads of the block
-      from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
-      pl_triton.debug_barrier()
-
-    def hidden_grad(k, carry):
-      zero = jnp.zeros((dh_ref.shape[1], cols.bh), jnp.float32)
-      dh_ref[write, :, cols.h(k)] = tiles.transposed_dots(zero, [(dz_ref, 0, 0)], t, wt_ref, k, cols, matmul_dtype)
-      return carry
-
-    tiles.tile_loop(cols.num_tiles, hidden_grad, 0)
+    walk.sync()  # dz[t] is read back by other threads of the block
+    tiles.hidden_grads(dh_ref, write, [(dz_ref, 0, 0)], t, wt_ref, cols, matmul_dtype)
 
   walk.run(step)
   tiles.when(walk.is_last(), lambda: tiles.store_state(dh0_ref, dh_ref, 0, cols))
@@ -104,15 +96,10 @@ def _backward_kernel(wt_ref, hs_ref, dhs_ref, dhT_ref, dz_ref, dh0_ref, dh_ref, 
 # The pallas_calls on padded arrays (all with the members axis K), and the custom_vjp around them.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _settings(cfg: tiles.Config, lay: layout_lib.Layout, T: int, reverse: bool):
-  walk = tiles.Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse, barrier=tiles.barrier(cfg))
-  return dict(walk=walk, cols=tiles.Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
-
-
 def _forward_call(Wp, xp, h0p, T: int, cfg: tiles.Config, lay: layout_lib.Layout):
   """Padded ``Wp [K, Hp, Hp]``, ``xp [K, Tp, Bp, Hp]``, ``h0p [K, Bp, Hp]`` -> ``hs [K, Tp, Bp, Hp]``, ``hT``."""
   blocks = tiles.blocks_for(cfg, xp.shape[0], lay)
-  kernel = functools.partial(_forward_kernel, **_settings(cfg, lay, T, reverse=False))
+  kernel = functools.partial(_forward_kernel, **tiles.walk_settings(cfg, lay, T, reverse=False))
   in_specs = [blocks.seq(lay.Hp), blocks.whole(lay.Hp, lay.Hp), blocks.state()]
   return tiles.call(kernel, "rnn_forward", cfg, blocks, (xp, Wp, h0p), in_specs,
                     [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)
@@ -122,7 +109,7 @@ def _backward_call(WTp, hsp, dhsp, dhTp, T: int, cfg: tiles.Config, lay: layout_
   """``WTp [K, Hp, Hp]``, ``hs``, ``dhs [K, Tp, Bp, Hp]``, ``dhT [K, Bp, Hp]`` -> ``dz [K, Tp, Bp, Hp]``,
   ``dh0``."""
   blocks = tiles.blocks_for(cfg, hsp.shape[0], lay, reverse=True)
-  kernel = functools.partial(_backward_kernel, **_settings(cfg, lay, T, reverse=True))
+  kernel = functools.partial(_backward_kernel, **tiles.walk_settings(cfg, lay, T, reverse=True))
   in_specs = [blocks.whole(lay.Hp, lay.Hp), blocks.seq(lay.Hp), blocks.seq(lay.Hp), blocks.state()]
   return tiles.call(kernel, "rnn_backward", cfg, blocks, (WTp, hsp, dhsp, dhTp), in_specs,
                     [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)

@@ -139,6 +139,18 @@ def transposed_dots(acc, dgate_refs, t, wt_ref, k, cols: Columns, matmul_dtype):
   return tile_loop(cols.num_tiles, body, acc)
 
 
+def hidden_grads(dh_ref, write, dgate_refs, t, wt_ref, cols: Columns, matmul_dtype, add: bool = False) -> None:
+  """``dh_ref[write] = dgates[t] @ W_h^T`` (``add``: ``+=``), tile by tile: the recurrent part of ``dh_{t-1}``;
+  ``dgate_refs`` as in ``transposed_dots``."""
+
+  def body(k, carry):
+    acc = dh_ref[write, :, cols.h(k)] if add else jnp.zeros((dh_ref.shape[1], cols.bh), jnp.float32)
+    dh_ref[write, :, cols.h(k)] = transposed_dots(acc, dgate_refs, t, wt_ref, k, cols, matmul_dtype)
+    return carry
+
+  tile_loop(cols.num_tiles, body, 0)
+
+
 def copy_state(dst_ref, slot, src_ref, cols: Columns) -> None:
   """``dst_ref[slot] = src_ref`` (``[bB, Hp]``) tile by tile, as float32."""
 
@@ -196,12 +208,16 @@ class Walk(NamedTuple):
     def body(s, carry):
       t = num - 1 - s if self.reverse else s
       step(t, chunk * self.Tc + t)
-      if self.barrier:
-        from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
-        pl_triton.debug_barrier()
+      self.sync()
       return carry
 
     jax.lax.fori_loop(0, num, body, 0)
+
+  def sync(self) -> None:
+    """A block barrier (compiled Triton only): what the block wrote is seen by all its threads after it."""
+    if self.barrier:
+      from jax.experimental.pallas import triton as pl_triton  # noqa: PLC0415
+      pl_triton.debug_barrier()
 
 
 def when(condition, *fns: Callable) -> None:
@@ -215,8 +231,11 @@ def when(condition, *fns: Callable) -> None:
     pl.when(condition)(run)
 
 
-def barrier(cfg: Config) -> bool:
-  return cfg.backend == "triton" and not cfg.interpret
+def walk_settings(cfg: Config, lay: Layout, T: int, reverse: bool) -> dict:
+  """The static keyword arguments every kernel takes: its ``walk``, ``cols`` and ``matmul_dtype``."""
+  walk = Walk(T=T, Tc=lay.Tc, num_chunks=lay.num_chunks, reverse=reverse,
+              barrier=cfg.backend == "triton" and not cfg.interpret)
+  return dict(walk=walk, cols=Columns(lay.Hp, lay.bh), matmul_dtype=jnp.dtype(cfg.matmul_dtype))
 
 
 # ----------------------------------------------------------------------------------------------------------------
