@@ -204,6 +204,7 @@ class Walk(NamedTuple):
     step (both traced)."""
     chunk = self.chunk()
     num = self.T if self.num_chunks == 1 else jnp.minimum(self.Tc, self.T - chunk * self.Tc)
+    self.sync()  # the state the first chunk copied in is read by other threads of the block
 
     def body(s, carry):
       t = num - 1 - s if self.reverse else s
