@@ -135,6 +135,18 @@ def test_a_program_that_does_not_fit_is_one_line_and_exit_1(real_data_dir):
 
 
 @needs_aot
+def test_pallas_outside_the_envelope_names_the_limit_on_each_chip_and_compiles_nothing(real_data_dir):
+  result = _command("--target", "h100", "--target", "v5e:1x1", "--config.model.recurrence=pallas",
+                    "--config.model.hidden_size=4096")
+  assert result.returncode == 1
+  h100, v5e = result.stdout.strip().splitlines()
+  assert h100.startswith("h100 (") and "exceeds 2048" in h100 and "recurrence=auto" in h100, h100
+  assert v5e.startswith("v5e:1x1 (") and "128 MiB, 2432" in v5e and "recurrence=auto" in v5e, v5e
+  auto = _command("--target", "v5e:1x1", "--config.model.hidden_size=4096", "--config.model.recurrence=auto")
+  assert "recurrence fused_vjp" in auto.stdout, auto.stdout  # auto steps outside the envelope onto XLA
+
+
+@needs_aot
 def test_cudnn_says_it_cannot_compile_without_a_gpu(real_data_dir):
   result = _command("--target", "h100", "--config.model.implementation=cudnn", "--config.model.recurrence=auto")
   assert result.returncode == 1

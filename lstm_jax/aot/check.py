@@ -89,6 +89,7 @@ def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target
     model = models.from_config(config.model, vocab_size)
     with jax.default_device(target.devices[0]):  # the kernels' envelope reads the chip (TPU: its VMEM)
       result.recurrence = compile_lib.recurrence_of(model)
+      validation.check_model(model)  # recurrence=pallas outside the envelope: the line says why, nothing compiles
   except ValueError as e:
     result.error = str(e)
     return result
