@@ -283,7 +283,7 @@ def test_a_row_kept_as_numbers_only_is_reported_without_a_curve(tmp_path, monkey
   report_data.write(out, {"command": "c", "library": None, "rows": {
       kept.name: {"date": "2026-01-01", "summary": summary, "samples": ["text"], "kept": "too slow."}}})
   plotted = []
-  monkeypatch.setattr(report, "plot_table", lambda table, rows, runs, path: plotted.append(sorted(runs)))
+  monkeypatch.setattr(report, "plot_table", lambda table, rows, runs, path, labels: plotted.append(sorted(runs)))
   summaries = report.write_report([drawn, kept], {drawn.name: [d2l_runs.read_run(tmp_path / "run")]}, out)
   assert summaries[kept.name]["at_epochs"][3000] == [1.5, 0.01] and summaries[kept.name]["verdict"] == "NOT reproduced"
   assert plotted == [[drawn.name]]
@@ -291,6 +291,37 @@ def test_a_row_kept_as_numbers_only_is_reported_without_a_curve(tmp_path, monkey
   assert f"- **{kept.name}** (kept): the numbers of the runs of 2026-01-01, not rerun for this report: too slow." in text
   assert "Its curve is not drawn" in text
   assert f"| {kept.name} | 0.0 | 180.0 | 180.0 | 90.0 min |" in text   # 3 seeds x 3600 s, with its old times
+
+
+def test_a_kept_row_rerun_with_fewer_seeds_keeps_its_numbers_and_draws_their_curve(tmp_path, monkeypatch):
+  """The 3000-epoch row kept from three seeds, one seed rerun: the tables keep the three seeds' numbers, the plot
+  draws the rerun (legend says how many seeds), the note gives both finals; a redraw gives the same bytes."""
+  kept = d2l_rows.ROWS["tm2019_deep_lstm_library"]
+  _fake_run(tmp_path / "run", {1000: 3.0, 2000: 1.2, 3000: 1.07}, wall=2400.0)
+  summary = {"seeds": 3, "at_epochs": {str(e): [1.045, 0.01] for e in kept.book}, "val": None,
+             "measure": "train_perplexity", "wall_time_sec": [3600.0, 60.0], "tokens_per_sec": 9000.0,
+             "verdict": "reproduced"}
+  out = tmp_path / "out"
+  out.mkdir()
+  report_data.write(out, {"command": "c", "library": None, "rows": {
+      kept.name: {"date": "2026-01-01", "summary": summary, "samples": ["text"], "kept": "too slow."}}})
+  plotted = []
+  monkeypatch.setattr(report, "plot_table",
+                      lambda table, rows, runs, path, labels: plotted.append((runs[kept.name], labels)))
+  summaries = report.write_report([kept], {kept.name: [d2l_runs.read_run(tmp_path / "run")]}, out, date="2026-02-02")
+  assert summaries[kept.name]["at_epochs"][3000] == [1.045, 0.01] and summaries[kept.name]["seeds"] == 3
+  [(curve, labels)] = plotted
+  assert sorted(curve[0]["epochs"]) == [1000, 2000, 3000] and labels == {kept.name: f"{kept.name} (1 seed)"}
+  entry = report_data.read(out)["rows"][kept.name]
+  assert entry["date"] == "2026-01-01" and entry["curve"]["date"] == "2026-02-02" and entry["samples"] == ["text"]
+  text = (out / "RESULTS.md").read_text()
+  assert ("Its curve is a rerun of 1 seed on 2026-02-02 with this report's code: final perplexity 1.070 at epoch "
+          "3000 (the kept numbers: 1.045).") in text
+  assert f"| {kept.name} | 3000 | 1.293 | 1.045 ± 0.010 | 3 | reproduced |" in text
+  before = {name: (out / name).read_bytes() for name in ("RESULTS.md", "summary.json", report_data.DATA_FILE)}
+  plotted.clear()
+  report.write_report([kept], {}, out)
+  assert {name: (out / name).read_bytes() for name in before} == before and len(plotted) == 1
 
 
 def test_compact_runs_keep_what_the_summary_and_plots_read(tmp_path):

@@ -12,13 +12,14 @@ from lstm_jax import plots
 from lstm_jax.d2l.rows import TABLES, Row
 from lstm_jax.d2l.summary import measure_keys
 
-def _draw_rows(ax, rows: list[Row], runs: dict[str, list[dict[str, Any]]], first_color: int) -> None:
+def _draw_rows(ax, rows: list[Row], runs: dict[str, list[dict[str, Any]]], first_color: int,
+               labels: dict[str, str]) -> None:
   for index, row in enumerate(rows, start=first_color):
     color = f"C{index % 10}"
     row_runs = runs[row.name]
     train_key, val_key = measure_keys(row, row_runs)  # the measure the tables judge the row on
     epochs = sorted(set.intersection(*(set(r["epochs"]) for r in row_runs)))
-    for key, style in ((train_key, dict(lw=1.4, label=row.name)), (val_key, dict(lw=1.1, ls="--"))):
+    for key, style in ((train_key, dict(lw=1.4, label=labels.get(row.name, row.name))), (val_key, dict(lw=1.1, ls="--"))):
       key_epochs = [e for e in epochs if all(key in r["epochs"][e] for r in row_runs)]
       if key_epochs:
         ax.plot(key_epochs, [np.mean([r["epochs"][e][key] for r in row_runs]) for e in key_epochs], color=color,
@@ -36,15 +37,17 @@ def _draw_rows(ax, rows: list[Row], runs: dict[str, list[dict[str, Any]]], first
   ax.legend(ncol=2 if len(rows) > 4 else 1)
 
 
-def plot_table(table: str, rows: list[Row], runs: dict[str, list[dict[str, Any]]], path: pathlib.Path) -> None:
-  """Perplexity against epoch: our seed-mean curves (lines) and the book's points (markers), log scale. A slow row
-  (``Row.slow``: the 3000-epoch deep LSTM) gets a panel of its own so it does not squeeze the rest."""
+def plot_table(table: str, rows: list[Row], runs: dict[str, list[dict[str, Any]]], path: pathlib.Path,
+               labels: dict[str, str] | None = None) -> None:
+  """Perplexity against epoch: our seed-mean curves (lines) and the book's points (markers), log scale; the legend
+  names each row (``labels`` overrides a row's name). A slow row (``Row.slow``: the 3000-epoch deep LSTM) gets a
+  panel of its own so it does not squeeze the rest."""
   drawn = [r for r in rows if runs.get(r.name)]  # rows not run yet stay out of the plot
   long_rows = [r for r in drawn if r.slow]
   short_rows = [r for r in drawn if r not in long_rows]
   panels = [short_rows, long_rows] if long_rows and short_rows else [drawn]
   fig, axes = plots.figure(7.5 * len(panels) if len(panels) > 1 else 8.0, 5.0, ncols=len(panels), squeeze=False)
   for ax, panel_rows, first_color in zip(axes[0], panels, (0, len(panels[0]))):
-    _draw_rows(ax, panel_rows, runs, first_color)
+    _draw_rows(ax, panel_rows, runs, first_color, labels or {})
   fig.suptitle(f"{TABLES[table]}\nlines: ours (train; dashed: val), markers: book")
   plots.save(fig, path)

@@ -41,24 +41,42 @@ def _dating_notes(rows: list[Row], entries: dict[str, dict[str, Any]], newest: s
     entry = entries[row.name]
     if "kept" in entry:
       lines += [f"- **{row.name}** (kept): the numbers of the runs of {entry['date']}, not rerun for this report: "
-                f"{entry['kept']} Its curve is not drawn: those runs' per-epoch records were not kept.", ""]
+                f"{entry['kept']} " + _kept_curve_note(row, entry), ""]
     elif entry and entry["date"] != newest:
       lines += [f"- **{row.name}**: runs of {entry['date']}.", ""]
   return lines
+
+
+def _kept_curve_note(row: Row, entry: dict[str, Any]) -> str:
+  """What a kept row's plot shows: nothing, or the curve of the fewer seeds rerun with this report's code."""
+  if "curve" not in entry:
+    return "Its curve is not drawn: those runs' per-epoch records were not kept."
+  curve, epoch = entry["curve"], max(row.book)
+  finals = [run["train"][run["epochs"].index(epoch)] for run in curve["runs"] if epoch in run["epochs"]]
+  seeds = len(curve["runs"])
+  final = f": final perplexity {sum(finals) / len(finals):.3f} at epoch {epoch}" if finals else ""
+  return (f"Its curve is a rerun of {seeds} seed{'s' if seeds > 1 else ''} on {curve['date']} with this report's "
+          f"code{final} (the kept numbers: {entry['summary']['at_epochs'][str(epoch)][0]:.3f}).")
 
 
 def _report_data(rows: list[Row], runs: dict[str, list[dict[str, Any]]], committed: dict[str, Any] | None,
                  samples: dict[str, list[str]], library: list[dict[str, Any]] | None, command: str,
                  date: str) -> dict[str, Any]:
   """The report's data (``report_data``'s format): each row from its finished runs in ``runs``, else the
-  committed entry, else empty (not run); ``library`` or, when None, the committed comparison."""
+  committed entry, else empty (not run); ``library`` or, when None, the committed comparison. A committed row
+  kept as numbers only (``"kept"``) keeps them when fewer seeds have finished than its numbers stand on: those
+  runs become its ``"curve"``."""
   entries: dict[str, dict[str, Any]] = {}
   for row in rows:
-    if runs.get(row.name):
-      measure, compact = report_data.compact_runs(row, runs[row.name])
-      entries[row.name] = {"date": date, "measure": measure, "runs": compact, "samples": samples.get(row.name, [])}
-    else:
-      entries[row.name] = (committed or {}).get("rows", {}).get(row.name, {})
+    finished = runs.get(row.name)
+    entry = (committed or {}).get("rows", {}).get(row.name, {})
+    if finished:
+      measure, compact = report_data.compact_runs(row, finished)
+      if "kept" in entry and len(finished) < entry["summary"]["seeds"]:
+        entry = {**entry, "curve": {"date": date, "measure": measure, "runs": compact}}
+      else:
+        entry = {"date": date, "measure": measure, "runs": compact, "samples": samples.get(row.name, [])}
+    entries[row.name] = entry
   if library is None and committed:
     library = committed["library"]
   return {"command": command, "rows": entries, "library": library}
@@ -86,13 +104,14 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
   report_data.write(out_dir, data)
   rows = [ROWS[name] for name in data["rows"]]
   entries = data["rows"]
-  runs = {name: report_data.expand_runs(entry) for name, entry in entries.items() if "runs" in entry}
+  runs = {name: report_data.expand_runs(entry.get("curve", entry)) for name, entry in entries.items()
+          if "runs" in entry.get("curve", entry)}
   summaries = {}
   for row in rows:
-    if row.name in runs:
-      summaries[row.name] = summarise(row, runs[row.name])
-    elif "summary" in entries[row.name]:
+    if "summary" in entries[row.name]:
       summaries[row.name] = report_data.kept_summary(entries[row.name])
+    elif row.name in runs:
+      summaries[row.name] = summarise(row, runs[row.name])
   samples = {name: entry["samples"] for name, entry in entries.items() if entry.get("samples")}
   library, command = data["library"], data["command"]
   dates = sorted({entry["date"] for entry in entries.values() if entry})
@@ -133,7 +152,9 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
     lines += _dating_notes(table_rows, entries, dates[-1] if dates else "")
     png = out_dir / f"{table}.png"
     if any(runs.get(r.name) for r in table_rows):
-      plot_table(table, table_rows, runs, png)
+      curve_seeds = {r.name: len(runs[r.name]) for r in table_rows if "curve" in entries[r.name]}
+      plot_table(table, table_rows, runs, png,
+                 labels={name: f"{name} ({n} seed{'s' if n > 1 else ''})" for name, n in curve_seeds.items()})
       lines += [f"![{table}]({table}.png)", ""]
     else:
       png.unlink(missing_ok=True)  # an earlier report's plot of rows that have no curves now

@@ -9,7 +9,8 @@ Per row, in the report's row order, one entry of either kind:
   speeds to whole tokens/s; the report is always computed from these rounded values, so a redraw gives the same
   bytes.
 - summary only: ``{"date", "summary": summary.json's entry, "samples", "kept": why}`` for a row whose per-epoch
-  records were not kept (its numbers are reported, its curve is not drawn).
+  records were not kept (its numbers are reported, its curve is not drawn), plus ``"curve": {"date", "measure",
+  "runs"}`` when fewer seeds were rerun than its numbers stand on (the plot draws those, the tables keep the numbers).
 
 Top level: ``{"command": the report's command line, "rows": {name: entry}, "library": the scratch-vs-library
 results, or null}``.
