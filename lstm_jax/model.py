@@ -60,6 +60,8 @@ class LanguageModel:
   kernel_target: str = ""       # "": kernels for this machine; "cuda" / "tpu": built for that platform (to lower or
                                 # compile train steps for a chip this machine lacks); "auto" resolves as there
   kernel_devices: int = 0       # devices the batch (or the members) is split over; 0: jax.device_count()
+  kernel_split: str = "batch"   # what those devices split: "batch" (data parallel: one kernel per device, see
+                                # lstm_jax.kernels.sharded) or "members" (a population: the kernels need one device)
 
   @property
   def family(self):
@@ -94,8 +96,9 @@ class LanguageModel:
     if self.cell not in PALLAS or self.platform not in ("gpu", "tpu"):
       return None
     from lstm_jax.kernels import envelope  # noqa: PLC0415 (Pallas imports only when a kernel is asked for)
+    devices = self.kernel_devices or jax.device_count()
     return envelope.limit(self.cell, self.platform, self.hidden_size, self.matmul_dtype,
-                          devices=self.kernel_devices or jax.device_count())
+                          member_devices=devices if self.kernel_split == "members" else 1)
 
   def recurrence_problem(self) -> str | None:
     """One line for ``recurrence=pallas`` outside the kernels' envelope (naming the limit and the way out)."""
@@ -118,9 +121,11 @@ class LanguageModel:
                        f"{matmul_lib.MATMUL_DTYPES}.")
     chosen = self.resolved_recurrence
     if chosen == "pallas":
+      from lstm_jax.kernels import sharded  # noqa: PLC0415
       target = {"": {}, "cuda": dict(interpret=False, backend="triton"), "tpu": dict(interpret=False, backend="tpu")}
-      return functools.partial(_pallas_recurrence(self.cell), matmul_dtype=jnp.dtype(self.matmul_dtype),
-                               **target[self.kernel_target])
+      return sharded.split_batch(functools.partial(_pallas_recurrence(self.cell),
+                                                   matmul_dtype=jnp.dtype(self.matmul_dtype),
+                                                   **target[self.kernel_target]))
     if chosen == "fused_vjp":
       return cells.get(self.cell).fused_vjp
     return self.family.recurrence

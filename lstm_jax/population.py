@@ -14,6 +14,7 @@ out the extra steps. An interrupted population restarts from scratch; finished m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -28,6 +29,7 @@ import numpy as np
 from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import evaluate as evaluate_lib
 from lstm_jax import metrics as metrics_lib
+from lstm_jax import model as model_lib
 from lstm_jax import optimizer as optimizer_lib
 from lstm_jax import sharding as sharding_lib
 from lstm_jax import train as train_lib
@@ -73,6 +75,8 @@ class Population:
     base = configs[0]
     self.size = len(configs)
     self.model = models.from_config(base.model, vocab_size)
+    if isinstance(self.model, model_lib.LanguageModel):  # the kernels see the members split, not the batch
+      self.model = dataclasses.replace(self.model, kernel_split="members")
     validation.check_model(self.model)
     self.carry_state = pipeline.carries_state(base.data)
     self.mesh = sharding_lib.mesh(devices, axis_name="population")

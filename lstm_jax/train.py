@@ -72,9 +72,19 @@ def train_step(state: TrainState, inputs_BT: jax.Array, targets_BT: jax.Array, *
                         carry=new_carry if carry_state else state.carry), metrics
 
 
-def compile_train_step(model, optimizer, carry_state):
-  return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, carry_state=carry_state),
+def compile_train_step(model, optimizer, carry_state, mesh: jax.sharding.Mesh | None = None):
+  """``train_step`` jitted (the state donated); with the data-parallel ``mesh`` of several devices it is traced
+  under that mesh (``jax.set_mesh``), where the Pallas kernels run one per device on its rows."""
+  step = jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, carry_state=carry_state),
                  donate_argnums=0)
+  if mesh is None or mesh.size == 1:
+    return step
+
+  def step_on_mesh(*args):
+    with jax.set_mesh(mesh):
+      return step(*args)
+
+  return step_on_mesh
 
 
 def is_due(epoch: int, every: int, num_epochs: int) -> bool:
@@ -224,9 +234,9 @@ def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
   carry_state = pipeline.carries_state(config.data)
   logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,
                config.data.edition, len(corpus.train_ids), len(corpus.val_ids), len(corpus.vocab))
+  mesh = sharding_lib.data_parallel_mesh(config.data.batch_size)  # one device: placement is a no-op
   return Run(config=config, workdir=workdir, corpus=corpus, model=model, optimizer=optimizer, carry_state=carry_state,
-             devices=sharding_lib.data_parallel_mesh(config.data.batch_size),  # one device: placement is a no-op
-             step_fn=compile_train_step(model, optimizer, carry_state),
+             devices=mesh, step_fn=compile_train_step(model, optimizer, carry_state, mesh),
              val_batches=pipeline.validation_batches(config, corpus),
              corpus_fingerprint=corpora.fingerprint(corpus, config.data.edition))
 

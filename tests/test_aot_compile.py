@@ -29,10 +29,13 @@ MISSING = targets_lib.missing_packages("tpu") + targets_lib.missing_packages("cu
 needs_aot = pytest.mark.skipif(bool(MISSING), reason=f"the aot extra is not installed (missing {', '.join(MISSING)}):"
                                f" {targets_lib.AOT_INSTALL}")
 TARGETS = ("h100", "v5e:1x1")
-EXPECTED_KERNEL = {"h100": "__gpu$xla.gpu.triton", "v5e:1x1": "tpu_custom_call", "h100x8": "__gpu$xla.gpu.triton"}
+EXPECTED_KERNEL = {"h100": "__gpu$xla.gpu.triton", "v5e:1x1": "tpu_custom_call", "h100x8": "__gpu$xla.gpu.triton",
+                   "v5e:2x2": "tpu_custom_call"}
 W1_CASES = [compile_matrix.Case("W1", cell, "pallas", dtype, target) for cell in model_lib.PALLAS
             for dtype in compile_matrix.DTYPES for target in TARGETS]
-W1_CASES += [compile_matrix.Case("W1", "lstm", "pallas", "float32", "h100x8")]
+# Data parallel: the batch split over 8 GPUs / 4 TPU cores, one kernel per device (a TPU kernel call compiles only
+# that way: Mosaic does not partition one).
+W1_CASES += [compile_matrix.Case("W1", "lstm", "pallas", "float32", target) for target in ("h100x8", "v5e:2x2")]
 W2_CASES = [compile_matrix.Case("W2", cell, "pallas", dtype, target) for cell in model_lib.PALLAS
             for dtype in compile_matrix.DTYPES for target in TARGETS]
 

@@ -71,16 +71,18 @@ def test_kernel_target_decides_the_platform():
   assert _model(256, kernel_target="tpu").resolved_recurrence == "pallas"
 
 
-def test_a_run_split_over_several_devices_uses_xla(monkeypatch):
-  """A kernel call is not partitioned over devices: data-parallel (or members-parallel) runs use fused_vjp."""
+def test_a_batch_split_over_devices_keeps_the_kernel_a_population_split_over_devices_uses_xla(monkeypatch):
+  """Data parallel runs one kernel per device (kernels.sharded); a population's members are not split that way."""
   for target in ("cuda", "tpu"):
-    split = _model(256, kernel_target=target, kernel_devices=4)
-    assert split.resolved_recurrence == "fused_vjp" and "split over 4" in split.recurrence_note()
-    assert "split over 4" in _model(256, kernel_target=target, kernel_devices=4, recurrence="pallas"
-                                    ).recurrence_problem()
+    assert _model(256, kernel_target=target, kernel_devices=4).resolved_recurrence == "pallas"
+    members = _model(256, kernel_target=target, kernel_devices=4, kernel_split="members")
+    assert members.resolved_recurrence == "fused_vjp" and "split over 4" in members.recurrence_note()
+    assert "split over 4" in _model(256, kernel_target=target, kernel_devices=4, kernel_split="members",
+                                    recurrence="pallas").recurrence_problem()
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   monkeypatch.setattr(jax, "device_count", lambda: 8)  # kernel_devices=0: this machine's devices
-  assert _model(256).resolved_recurrence == "fused_vjp"
+  assert _model(256).resolved_recurrence == "pallas"
+  assert _model(256, kernel_split="members").resolved_recurrence == "fused_vjp"
 
 
 def test_explicit_pallas_outside_is_one_line_naming_the_limit_and_the_fix(monkeypatch):

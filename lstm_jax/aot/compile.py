@@ -215,7 +215,8 @@ def train_program(target: Target, model, optimizer, batch_size: int, num_steps: 
       carry=_structs(state.carry, lambda x: split))
   tokens = jax.ShapeDtypeStruct((batch_size, num_steps), jnp.int32, sharding=split)
   step = train_lib.compile_train_step(model, optimizer, carry_state)
-  return compile_program("train", target, step, state, tokens, tokens)
+  with jax.set_mesh(mesh):  # as train.compile_train_step traces it on several devices
+    return compile_program("train", target, step, state, tokens, tokens)
 
 
 def eval_program(target: Target, model, batch_size: int, num_steps: int, seed: int = 0) -> Program:
@@ -225,7 +226,8 @@ def eval_program(target: Target, model, batch_size: int, num_steps: int, seed: i
   params = _structs(jax.eval_shape(model.init, jax.random.key(seed)), lambda x: replicated)
   carry = _structs(jax.eval_shape(lambda: model.zero_carry(batch_size)), lambda x: split)
   tokens = jax.ShapeDtypeStruct((batch_size, num_steps), jnp.int32, sharding=split)
-  return compile_program("eval", target, evaluate_lib._chunk_sums, model, params, tokens, tokens, carry)
+  with jax.set_mesh(mesh):
+    return compile_program("eval", target, evaluate_lib._chunk_sums, model, params, tokens, tokens, carry)
 
 
 def population_program(target: Target, config, vocab_size: int, members: int) -> Program:

@@ -12,10 +12,10 @@ formulas of ``lstm_jax.kernels.tiles`` (checked against the real compilers by ``
   matrix checks, beyond which every step streams ``W_h`` from HBM and XLA's recurrence (one cuBLAS matmul a step)
   is the safer choice. The grid's batch-block and members axes are bounded by CUDA's grid size (65535).
 
-- Devices: one. A kernel call is not partitioned over devices (Mosaic refuses to partition a TPU kernel
-  automatically; on GPUs XLA gathers the split batch and runs the whole of it on every device), so a run whose
-  batch or members are split over several devices uses XLA's recurrence until the call is wrapped in a
-  ``shard_map``.
+- Devices: a batch split over several devices (data parallel) runs one kernel per device on its rows
+  (``lstm_jax.kernels.sharded``: a ``shard_map`` over the step's mesh). A population whose members are split over
+  devices is not: XLA does not partition a kernel call (Mosaic refuses to; on GPUs XLA gathers the members and runs
+  all of them on every device), so such a run uses XLA's recurrence.
 
 ``recurrence=auto`` uses a kernel only inside the envelope and otherwise the XLA recurrence (``fused_vjp``, or
 ``scan``), saying so in one line; an explicit ``recurrence=pallas`` outside it is refused with the limit.
@@ -52,13 +52,13 @@ def max_hidden(cell: str, platform: str, matmul_dtype="float32", vmem_bytes: int
 
 
 def limit(cell: str, platform: str, hidden: int, matmul_dtype="float32", batch: int = 1, members: int = 1,
-          vmem_bytes: int | None = None, devices: int = 1) -> str | None:
-  """None when ``cell``'s kernels take this shape on ``platform`` (over ``devices`` devices); else one line naming
-  the limit."""
+          vmem_bytes: int | None = None, member_devices: int = 1) -> str | None:
+  """None when ``cell``'s kernels take this shape on ``platform`` (a population's members split over
+  ``member_devices`` devices); else one line naming the limit."""
   dtype = jnp.dtype(matmul_dtype).name
-  if platform in PLATFORMS and devices > 1:
-    return (f"the {cell} kernel runs on one device, and this run is split over {devices} (a kernel call is not "
-            f"partitioned over devices yet)")
+  if platform in PLATFORMS and member_devices > 1:
+    return (f"the {cell} kernel takes a population on one device, and this one's members are split over "
+            f"{member_devices} (a kernel call is not partitioned over members)")
   if platform == "tpu":
     largest = max_hidden(cell, platform, dtype, vmem_bytes)
     if hidden > largest:
