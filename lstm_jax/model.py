@@ -61,7 +61,8 @@ class LanguageModel:
                                 # compile train steps for a chip this machine lacks); "auto" resolves as there
   kernel_devices: int = 0       # devices the batch (or the members) is split over; 0: jax.device_count()
   kernel_split: str = "batch"   # what those devices split: "batch" (data parallel: one kernel per device, see
-                                # lstm_jax.kernels.sharded) or "members" (a population: the kernels need one device)
+                                # lstm_jax.kernels.sharded) or "members" (a population's members that do not
+                                # divide over them, replicated: no kernel; lstm_jax.population sets it)
 
   @property
   def family(self):

@@ -3,7 +3,8 @@
 The members differ only in ``POPULATION_KEYS`` (learning rate, clipping threshold, seed). Their train states are
 stacked along a leading member axis ``[K, ...]`` and ``train.train_step`` is ``jax.vmap``-ed over it; the learning
 rate and the clipping threshold are per-member arrays in the optimizer state (``optax.inject_hyperparams``), so one
-compiled step serves every member. With several devices the member axis is split over them.
+compiled step serves every member. With several devices the member axis is split over them: each device steps its
+own members (``jax.shard_map``), so the Pallas kernels run there as on one device.
 
 Each member behaves like its own run of ``train.train_and_evaluate``: same initial parameters, same data order
 (per-member seed), same updates, its own workdir with ``config.json``, ``metrics.jsonl`` (ending in a ``"final"``
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import evaluate as evaluate_lib
@@ -74,12 +76,16 @@ class Population:
     check_shareable(configs)
     base = configs[0]
     self.size = len(configs)
+    self.mesh = sharding_lib.mesh(devices, axis_name="population")
+    # Members that divide over the devices: each device steps its own members (a shard_map), so a kernel sees one
+    # device. Members that do not are replicated on every device, where a kernel call cannot go (see envelope).
+    per_device = self.mesh.size == 1 or self.size % self.mesh.size == 0
     self.model = models.from_config(base.model, vocab_size)
-    if isinstance(self.model, model_lib.LanguageModel):  # the kernels see the members split, not the batch
-      self.model = dataclasses.replace(self.model, kernel_split="members")
+    if isinstance(self.model, model_lib.LanguageModel):
+      self.model = dataclasses.replace(self.model, kernel_devices=1) if per_device else \
+          dataclasses.replace(self.model, kernel_devices=self.mesh.size, kernel_split="members")
     validation.check_model(self.model)
     self.carry_state = pipeline.carries_state(base.data)
-    self.mesh = sharding_lib.mesh(devices, axis_name="population")
     self.factory = optimizer_lib.member_optimizer(base.optimizer)
     self.seeds = np.asarray([c.seed for c in configs], np.int32)
     self.learning_rates = np.asarray([c.optimizer.learning_rate for c in configs], np.float32)
@@ -97,7 +103,12 @@ class Population:
                                      carry=jax.tree.map(keep, new_state.carry, state.carry))
       return new_state, jax.tree.map(lambda m: jnp.where(active, m, 0.0), metrics)
 
-    self._step = jax.jit(jax.vmap(masked_step), donate_argnums=0)
+    member_steps = jax.vmap(masked_step)
+    if per_device and self.mesh.size > 1:
+      members = PartitionSpec(self.mesh.axis_names[0])
+      member_steps = jax.shard_map(member_steps, mesh=self.mesh, in_specs=members, out_specs=members,
+                                   check_vma=False)  # pallas_call has no varying-axes rule
+    self._step = jax.jit(member_steps, donate_argnums=0)
     batch_size = base.data.batch_size
 
     def init_member(seed, learning_rate, clip_norm):

@@ -71,14 +71,15 @@ def test_kernel_target_decides_the_platform():
   assert _model(256, kernel_target="tpu").resolved_recurrence == "pallas"
 
 
-def test_a_batch_split_over_devices_keeps_the_kernel_a_population_split_over_devices_uses_xla(monkeypatch):
-  """Data parallel runs one kernel per device (kernels.sharded); a population's members are not split that way."""
+def test_a_batch_split_over_devices_keeps_the_kernel_replicated_population_members_use_xla(monkeypatch):
+  """Data parallel runs one kernel per device (kernels.sharded); population members that do not divide over the
+  devices are replicated, where no kernel call can go."""
   for target in ("cuda", "tpu"):
     assert _model(256, kernel_target=target, kernel_devices=4).resolved_recurrence == "pallas"
-    members = _model(256, kernel_target=target, kernel_devices=4, kernel_split="members")
-    assert members.resolved_recurrence == "fused_vjp" and "split over 4" in members.recurrence_note()
-    assert "split over 4" in _model(256, kernel_target=target, kernel_devices=4, kernel_split="members",
-                                    recurrence="pallas").recurrence_problem()
+    members = dict(kernel_target=target, kernel_devices=4, kernel_split="members")
+    assert _model(256, **members).resolved_recurrence == "fused_vjp"
+    assert "divide over the 4 devices" in _model(256, **members).recurrence_note()
+    assert "divide over the 4 devices" in _model(256, recurrence="pallas", **members).recurrence_problem()
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   monkeypatch.setattr(jax, "device_count", lambda: 8)  # kernel_devices=0: this machine's devices
   assert _model(256).resolved_recurrence == "pallas"

@@ -1,6 +1,8 @@
 """Data-parallel Pallas kernels (interpret mode, 2 simulated CPU devices): the train step traced under the mesh runs
 one kernel per device on half the batch (a ``shard_map``), and its new parameters equal the one-device step's, for
-every Pallas cell; a batch the devices do not divide, and a step without a mesh, call the kernel as it is.
+every Pallas cell; a batch the devices do not divide, and a step without a mesh, call the kernel as it is. A
+population whose members divide over the devices steps each device's members there (the kernel in each), equal to
+the one-device population; members that do not divide are replicated, and the kernels step aside on a GPU/TPU.
 
 XLA_FLAGS must be set before JAX initialises, so the check runs in a subprocess.
 """
@@ -63,3 +65,51 @@ def test_split_batch_step_equals_the_one_device_step():
     assert check["carry_rows"] == 3, (cell, check)          # the carried state stays split: 6 rows, 3 per device
     assert check["odd_shard_maps"] == 0, (cell, check)      # 5 rows do not divide over 2 devices: one kernel call
     assert check["unsplit_shard_maps"] == 0, (cell, check)  # no mesh: the kernel as it is
+
+
+_POPULATION = r"""
+import json
+import jax, jax.numpy as jnp, numpy as np
+from lstm_jax import config as config_lib, population
+
+assert jax.device_count() == 2, jax.devices()
+configs = []
+for seed, learning_rate in ((0, 20.0), (1, 40.0)):
+  c = config_lib.default_config()
+  c.data.batch_size = 4; c.data.num_steps = 5; c.model.hidden_size = 12; c.model.recurrence = "pallas"
+  c.model.init_scheme = "flax"; c.seed = seed; c.optimizer.learning_rate = learning_rate; c.optimizer.clip_norm = 0.0
+  configs.append(c)
+tokens = np.asarray(jax.random.randint(jax.random.key(2), (2, 4, 5), 0, 11))
+active = np.ones(2, bool)
+results = {}
+for devices in (1, 2):
+  pop = population.Population(configs, 11, devices=jax.devices()[:devices])
+  states = pop.init()
+  traced = str(jax.make_jaxpr(pop._step)(states, tokens, tokens, active))
+  new, _ = pop.step(states, tokens, tokens, active)
+  results[devices] = (new.params, traced.count("shard_map["), traced.count("pallas_call["),
+                      new.params["layers"][0]["W_h"].sharding.shard_shape(new.params["layers"][0]["W_h"].shape)[0])
+start = population.Population(configs, 11, devices=jax.devices()[:1]).init().params["layers"][0]["W_h"]
+odd = population.Population(configs + configs[:1], 11, devices=jax.devices())
+print(json.dumps({
+    "max_error": max(jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), results[1][0],
+                                                  results[2][0]))),
+    "moved": float(jnp.max(jnp.abs(results[1][0]["layers"][0]["W_h"] - start))),
+    "shard_maps": [results[d][1] for d in (1, 2)], "pallas_calls": [results[d][2] for d in (1, 2)],
+    "members_per_device": results[2][3], "odd_split": odd.model.kernel_split, "odd_devices": odd.model.kernel_devices,
+    "divided_devices": population.Population(configs, 11, devices=jax.devices()).model.kernel_devices}))
+"""
+
+
+def test_population_split_over_devices_steps_each_devices_members_there():
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  result = subprocess.run([sys.executable, "-c", _POPULATION], env=env, capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  found = json.loads(result.stdout.strip().splitlines()[-1])
+  assert found["moved"] > 1e-3 and found["max_error"] < 2e-5, found
+  assert found["shard_maps"] == [0, 1] and min(found["pallas_calls"]) >= 2, found  # the kernels inside the shard_map
+  assert found["members_per_device"] == 1, found
+  assert found["divided_devices"] == 1, found                                       # a kernel sees one device
+  assert (found["odd_split"], found["odd_devices"]) == ("members", 2), found        # 3 members over 2: replicated

@@ -13,9 +13,10 @@ formulas of ``lstm_jax.kernels.tiles`` (checked against the real compilers by ``
   is the safer choice. The grid's batch-block and members axes are bounded by CUDA's grid size (65535).
 
 - Devices: a batch split over several devices (data parallel) runs one kernel per device on its rows
-  (``lstm_jax.kernels.sharded``: a ``shard_map`` over the step's mesh). A population whose members are split over
-  devices is not: XLA does not partition a kernel call (Mosaic refuses to; on GPUs XLA gathers the members and runs
-  all of them on every device), so such a run uses XLA's recurrence.
+  (``lstm_jax.kernels.sharded``: a ``shard_map`` over the step's mesh), and a population whose members divide over
+  the devices steps each device's members there (``lstm_jax.population``). Members that do not divide are
+  replicated on every device, and XLA does not partition a kernel call (Mosaic refuses to; on GPUs XLA would gather
+  the operands), so such a population uses XLA's recurrence (``member_devices`` below).
 
 ``recurrence=auto`` uses a kernel only inside the envelope and otherwise the XLA recurrence (``fused_vjp``, or
 ``scan``), saying so in one line; an explicit ``recurrence=pallas`` outside it is refused with the limit.
@@ -57,8 +58,8 @@ def limit(cell: str, platform: str, hidden: int, matmul_dtype="float32", batch: 
   ``member_devices`` devices); else one line naming the limit."""
   dtype = jnp.dtype(matmul_dtype).name
   if platform in PLATFORMS and member_devices > 1:
-    return (f"the {cell} kernel takes a population on one device, and this one's members are split over "
-            f"{member_devices} (a kernel call is not partitioned over members)")
+    return (f"the {cell} kernel runs a population's members on the device that holds them, and these members do not "
+            f"divide over the {member_devices} devices (a multiple of {member_devices} members would)")
   if platform == "tpu":
     largest = max_hidden(cell, platform, dtype, vmem_bytes)
     if hidden > largest:
