@@ -18,10 +18,13 @@ import jax
 import numpy as np
 import pytest
 
+from lstm_jax import config as config_lib
 from lstm_jax import model as model_lib
+from lstm_jax.aot import check
 from lstm_jax.aot import compile as compile_lib
 from lstm_jax.aot import targets as targets_lib
 from lstm_jax.benchmarks import compile_matrix, train_step
+from lstm_jax.data import corpora
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "experiments" / "timemachine_lstm.py")
@@ -109,6 +112,18 @@ def test_the_command_prints_one_line_per_target_with_memory_and_kernels(real_dat
   for part in ("train ", "eval ", "population 2 ", "MiB arguments", "of 16.0 GiB", "recurrence pallas",
                "tpu_custom_call"):
     assert part in line, (part, line)
+
+
+@needs_aot
+def test_a_population_split_over_tpu_cores_runs_the_kernel_on_each(real_data_dir):
+  """4 members over the 4 cores of a v5e:2x2: each core steps its member with the kernel (Mosaic compiles a kernel
+  call over several devices only inside a shard_map)."""
+  config = config_lib.experiment_config(CONFIG)
+  config.model.hidden_size = 32
+  target = targets_lib.resolve_all(["v5e:2x2"])[0]
+  vocab = len(corpora.load(config.data).vocab)
+  program = compile_lib.population_program(target, check.for_target(config, "tpu", 4), vocab, 4)
+  assert program.error == "" and program.kernels.get("tpu_custom_call", 0) >= 2, program
 
 
 @needs_aot
