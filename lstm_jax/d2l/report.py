@@ -8,7 +8,6 @@ Prose about the rows (why a row misses, findings) lives in ``findings.md`` besid
 
 from __future__ import annotations
 
-import datetime
 import json
 import pathlib
 import re
@@ -34,16 +33,14 @@ def read_findings(path: pathlib.Path) -> tuple[dict[str, str], dict[str, str]]:
   return found["miss"], found["note"]
 
 
-def _dating_notes(rows: list[Row], entries: dict[str, dict[str, Any]], newest: str) -> list[str]:
-  """One line per row of a table whose runs are older than the report's newest ones or whose curve is missing."""
+def _kept_notes(rows: list[Row], entries: dict[str, dict[str, Any]]) -> list[str]:
+  """One line per row of a table kept from an earlier report: why, and what its plot shows."""
   lines = []
   for row in rows:
     entry = entries[row.name]
     if "kept" in entry:
       lines += [f"- **{row.name}** (kept): the numbers of the runs of {entry['date']}, not rerun for this report: "
                 f"{entry['kept']} " + _kept_curve_note(row, entry), ""]
-    elif entry and entry["date"] != newest:
-      lines += [f"- **{row.name}**: runs of {entry['date']}.", ""]
   return lines
 
 
@@ -61,8 +58,9 @@ def _kept_curve_note(row: Row, entry: dict[str, Any]) -> str:
 
 def _report_data(rows: list[Row], runs: dict[str, list[dict[str, Any]]], committed: dict[str, Any] | None,
                  samples: dict[str, list[str]], library: list[dict[str, Any]] | None, command: str,
-                 date: str) -> dict[str, Any]:
-  """The report's data (``report_data``'s format): each row from its finished runs in ``runs``, else the
+                 date: str | None) -> dict[str, Any]:
+  """The report's data (``report_data``'s format): each row from its finished runs in ``runs`` (dated ``date``, or
+  the day its last run finished), else the
   committed entry, else empty (not run); ``library`` or, when None, the committed comparison. A committed row
   kept as numbers only (``"kept"``) keeps them when fewer seeds have finished than its numbers stand on: those
   runs become its ``"curve"``."""
@@ -72,10 +70,11 @@ def _report_data(rows: list[Row], runs: dict[str, list[dict[str, Any]]], committ
     entry = (committed or {}).get("rows", {}).get(row.name, {})
     if finished:
       measure, compact = report_data.compact_runs(row, finished)
+      run_date = date or max(run["date"] for run in finished)
       if "kept" in entry and len(finished) < entry["summary"]["seeds"]:
-        entry = {**entry, "curve": {"date": date, "measure": measure, "runs": compact}}
+        entry = {**entry, "curve": {"date": run_date, "measure": measure, "runs": compact}}
       else:
-        entry = {"date": date, "measure": measure, "runs": compact, "samples": samples.get(row.name, [])}
+        entry = {"date": run_date, "measure": measure, "runs": compact, "samples": samples.get(row.name, [])}
     entries[row.name] = entry
   if library is None and committed:
     library = committed["library"]
@@ -88,7 +87,8 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
   """Writes ``RESULTS.md``, ``summary.json``, ``report_data.json`` and one PNG per table into ``out_dir``;
   returns the per-row summaries.
 
-  A row with finished runs in ``runs`` is reported from them (dated ``date``, default today, UTC); a row without
+  A row with finished runs in ``runs`` is reported from them (dated ``date``, default the UTC day its last run
+  finished); a row without
   comes from the committed ``report_data.json`` in ``out_dir`` where that holds it. When no row of ``rows`` has a
   finished run and ``out_dir`` holds committed data, the report is redrawn from that data alone (its rows,
   samples, library comparison and command line; ``rows``, ``samples``, ``library`` and ``command`` are not
@@ -99,7 +99,6 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
   if committed is not None and not any(runs.get(row.name) for row in rows):
     data = committed
   else:
-    date = date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     data = _report_data(rows, runs, committed, samples or {}, library, command or DEFAULT_COMMAND, date)
   report_data.write(out_dir, data)
   rows = [ROWS[name] for name in data["rows"]]
@@ -114,10 +113,16 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
       summaries[row.name] = summarise(row, runs[row.name])
   samples = {name: entry["samples"] for name, entry in entries.items() if entry.get("samples")}
   library, command = data["library"], data["command"]
-  dates = sorted({entry["date"] for entry in entries.values() if entry})
+  dates = {name: entry["date"] for name, entry in entries.items() if entry}
+  rerun = sorted({date for name, date in dates.items() if "kept" not in entries[name]})
   explanations, notes = read_findings(out_dir / FINDINGS_FILE)
-  runs_date = (f"Runs of {dates[-1]}" + (", except the rows whose note under their table gives another date"
-                                         if len(dates) > 1 else "") + ". ") if dates else ""
+  runs_date = ""
+  if rerun:
+    runs_date = f"Runs of {rerun[0]}" + (f" to {rerun[-1]}" if len(rerun) > 1 else "")
+    kept = [name for name in dates if "kept" in entries[name]]
+    runs_date += (f" (each row's day in the summary), except {len(kept)} row{'s' if len(kept) > 1 else ''} kept "
+                  f"from an earlier report, as the note under {'their' if len(kept) > 1 else 'its'} table says. "
+                  if kept else " (each row's day in the summary). ")
   lines = ["# D2L perplexity tables, reproduced", "",
            f"Generated by `{command}` (and redrawn from `{report_data.DATA_FILE}` beside it by `--notrain` with no "
            f"run directory). {runs_date}Book numbers: "
@@ -127,7 +132,7 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
            "it, the mean of per-batch perplexities over the last half epoch, and over the validation batches, "
            "where the runs logged them); tokens/s over the last logging "
            "period; wall time of the whole run (compilation included; every session of a resumed run).", ""]
-  lines += ["## Summary", "", *summary_table(rows, summaries), ""]
+  lines += ["## Summary", "", *summary_table(rows, summaries, dates), ""]
   if summaries:
     lines += ["## Compute time", "",
               "Minutes of training summed over the runs of this report (each run's wall time, compilation "
@@ -149,7 +154,7 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
     for row in table_rows:
       if row.name in notes and row.name in summaries:
         lines += [f"- **{row.name}** (note): " + notes[row.name], ""]
-    lines += _dating_notes(table_rows, entries, dates[-1] if dates else "")
+    lines += _kept_notes(table_rows, entries)
     png = out_dir / f"{table}.png"
     if any(runs.get(r.name) for r in table_rows):
       curve_seeds = {r.name: len(runs[r.name]) for r in table_rows if "curve" in entries[r.name]}

@@ -4,6 +4,7 @@ processes at a time, each bound to its own core), and the greedy samples of a fi
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import multiprocessing
 import os
 import pathlib
@@ -21,13 +22,16 @@ def workdir_of(runs_dir: pathlib.Path, row: Row, seed: int) -> pathlib.Path:
 
 
 def read_run(workdir: pathlib.Path) -> dict[str, Any] | None:
-  """A finished run's per-epoch records and final summary, or None when it has not finished."""
+  """A finished run's per-epoch records, final summary, training time and ``date`` (UTC, of its metrics file's last
+  write), or None when it has not finished."""
   records = workdir_lib.read_metrics(workdir)
   final = [r for r in records if r.get("final")]
   if not final:
     return None
   epochs = {int(r["epoch"]): r for r in records if "epoch" in r and not r.get("final")}
-  return {"epochs": epochs, "final": final[-1], "wall_time_sec": _wall_time(records)}
+  written = (workdir_lib.path(workdir) / workdir_lib.METRICS_FILE).stat().mtime
+  return {"epochs": epochs, "final": final[-1], "wall_time_sec": _wall_time(records),
+          "date": datetime.datetime.fromtimestamp(written, datetime.timezone.utc).date().isoformat()}
 
 
 def _wall_time(records: list[dict[str, Any]]) -> float:

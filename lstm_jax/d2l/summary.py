@@ -81,9 +81,13 @@ def results_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list
   return lines
 
 
-def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list[str]:
-  """One line per row: the book's final number, ours (mean ± std), seeds, verdict."""
-  lines = ["| row | epochs | book (train / val) | ours (mean ± std) | seeds | verdict |", "|---|---|---|---|---|---|"]
+def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]],
+                  dates: dict[str, str] | None = None) -> list[str]:
+  """One line per row: the book's final number, ours (mean ± std), seeds, verdict, and (``dates``: row name ->
+  day) the day of the row's runs."""
+  dates = dates or {}
+  lines = ["| row | epochs | book (train / val) | ours (mean ± std) | seeds | verdict |" + (" runs of |" if dates else ""),
+           "|---|---|---|---|---|---|" + ("---|" if dates else "")]
   for row in rows:
     s = summaries.get(row.name)
     final_epoch = max(row.book)
@@ -93,7 +97,7 @@ def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]]) -> list
       mean, std = s["at_epochs"][final_epoch]
       ours = f"{_fmt(mean)} ± {std:.3f}" + (f" / {_fmt(s['val'][0])}" if row.book_val and s["val"] else "")
     lines.append(f"| {row.name} | {final_epoch} | {book} | {ours} | {s['seeds'] if s else 0} | "
-                 f"{s['verdict'] if s else 'not run'} |")
+                 f"{s['verdict'] if s else 'not run'} |" + (f" {dates.get(row.name, '-')} |" if dates else ""))
   return lines
 
 
