@@ -19,7 +19,8 @@ def _draw_rows(ax, rows: list[Row], runs: dict[str, list[dict[str, Any]]], first
     row_runs = runs[row.name]
     train_key, val_key = measure_keys(row, row_runs)  # the measure the tables judge the row on
     epochs = sorted(set.intersection(*(set(r["epochs"]) for r in row_runs)))
-    for key, style in ((train_key, dict(lw=1.4, label=labels.get(row.name, row.name))), (val_key, dict(lw=1.1, ls="--"))):
+    train_style, val_style = dict(lw=1.4, label=labels.get(row.name, row.name)), dict(lw=1.1, ls="--")
+    for key, style in ((train_key, train_style), (val_key, val_style)):
       key_epochs = [e for e in epochs if all(key in r["epochs"][e] for r in row_runs)]
       if key_epochs:
         ax.plot(key_epochs, [np.mean([r["epochs"][e][key] for r in row_runs]) for e in key_epochs], color=color,

@@ -60,10 +60,9 @@ def _report_data(rows: list[Row], runs: dict[str, list[dict[str, Any]]], committ
                  samples: dict[str, list[str]], library: list[dict[str, Any]] | None, command: str,
                  date: str | None) -> dict[str, Any]:
   """The report's data (``report_data``'s format): each row from its finished runs in ``runs`` (dated ``date``, or
-  the day its last run finished), else the
-  committed entry, else empty (not run); ``library`` or, when None, the committed comparison. A committed row
-  kept as numbers only (``"kept"``) keeps them when fewer seeds have finished than its numbers stand on: those
-  runs become its ``"curve"``."""
+  the day its last run finished), else the committed entry, else empty (not run); ``library`` or, when None, the
+  committed comparison. A committed row kept as numbers only (``"kept"``) keeps them when fewer seeds have
+  finished than its numbers stand on: those runs become its ``"curve"``."""
   entries: dict[str, dict[str, Any]] = {}
   for row in rows:
     finished = runs.get(row.name)
@@ -88,8 +87,8 @@ def write_report(rows: list[Row], runs: dict[str, list[dict[str, Any]]], out_dir
   returns the per-row summaries.
 
   A row with finished runs in ``runs`` is reported from them (dated ``date``, default the UTC day its last run
-  finished); a row without
-  comes from the committed ``report_data.json`` in ``out_dir`` where that holds it. When no row of ``rows`` has a
+  finished); a row without comes from the committed ``report_data.json`` in ``out_dir`` where that holds it
+  (a kept row with fewer rerun seeds: see ``_report_data``). When no row of ``rows`` has a
   finished run and ``out_dir`` holds committed data, the report is redrawn from that data alone (its rows,
   samples, library comparison and command line; ``rows``, ``samples``, ``library`` and ``command`` are not
   used), so ``--notrain`` with no run directory rewrites the committed files unchanged.

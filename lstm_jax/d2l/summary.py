@@ -86,8 +86,8 @@ def summary_table(rows: list[Row], summaries: dict[str, dict[str, Any]],
   """One line per row: the book's final number, ours (mean ± std), seeds, verdict, and (``dates``: row name ->
   day) the day of the row's runs."""
   dates = dates or {}
-  lines = ["| row | epochs | book (train / val) | ours (mean ± std) | seeds | verdict |" + (" runs of |" if dates else ""),
-           "|---|---|---|---|---|---|" + ("---|" if dates else "")]
+  header = "| row | epochs | book (train / val) | ours (mean ± std) | seeds | verdict |"
+  lines = [header + (" runs of |" if dates else ""), "|---|---|---|---|---|---|" + ("---|" if dates else "")]
   for row in rows:
     s = summaries.get(row.name)
     final_epoch = max(row.book)
