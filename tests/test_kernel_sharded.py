@@ -51,13 +51,18 @@ print(json.dumps(out))
 '''
 
 
-def test_split_batch_step_equals_the_one_device_step():
+def _on_two_devices(script: str) -> dict:
+  """The JSON the last line of ``script`` prints, run in a subprocess with 2 simulated CPU devices."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
          "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  result = subprocess.run([sys.executable, "-c", _CHECK], env=env, capture_output=True, text=True, cwd=REPO,
+  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO,
                           timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  found = json.loads(result.stdout.strip().splitlines()[-1])
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_split_batch_step_equals_the_one_device_step():
+  found = _on_two_devices(_CHECK)
   for cell, check in found.items():
     assert check["moved"] > 1e-3, cell                      # the step changed W_h: the comparison means something
     assert check["max_error"] < 2e-5, (cell, check)         # W_h's gradient summed over both devices' rows
@@ -102,12 +107,7 @@ print(json.dumps({
 
 
 def test_population_split_over_devices_steps_each_devices_members_there():
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  result = subprocess.run([sys.executable, "-c", _POPULATION], env=env, capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  found = json.loads(result.stdout.strip().splitlines()[-1])
+  found = _on_two_devices(_POPULATION)
   assert found["moved"] > 1e-3 and found["max_error"] < 2e-5, found
   assert found["shard_maps"] == [0, 1] and min(found["pallas_calls"]) >= 2, found  # the kernels inside the shard_map
   assert found["members_per_device"] == 1, found

@@ -293,16 +293,22 @@ def test_a_row_is_dated_by_the_day_its_last_run_finished(tmp_path):
   assert "Runs of 2026-03-05 (each row's day in the summary)." in text and "| 2026-03-05 |" in text
 
 
-def test_a_row_kept_as_numbers_only_is_reported_without_a_curve(tmp_path, monkeypatch):
-  kept, drawn = d2l_rows.ROWS["tm2019_deep_lstm_library"], d2l_rows.ROWS["tm2019_lstm_scratch"]
-  _fake_run(tmp_path / "run", {40: 8.0, 80: 4.0, 120: 2.0, 160: 1.3})
-  summary = {"seeds": 3, "at_epochs": {str(e): [1.5, 0.01] for e in kept.book}, "val": None,
+def _committed_kept_row(out, kept, mean, verdict):
+  """``out`` holding committed data with ``kept`` as a numbers-only row of 2026-01-01 (3 seeds of 3600 s, ``mean``
+  at every book epoch)."""
+  summary = {"seeds": 3, "at_epochs": {str(e): [mean, 0.01] for e in kept.book}, "val": None,
              "measure": "train_perplexity", "wall_time_sec": [3600.0, 60.0], "tokens_per_sec": 9000.0,
-             "verdict": "NOT reproduced"}
-  out = tmp_path / "out"
+             "verdict": verdict}
   out.mkdir()
   report_data.write(out, {"command": "c", "library": None, "rows": {
       kept.name: {"date": "2026-01-01", "summary": summary, "samples": ["text"], "kept": "too slow."}}})
+  return out
+
+
+def test_a_row_kept_as_numbers_only_is_reported_without_a_curve(tmp_path, monkeypatch):
+  kept, drawn = d2l_rows.ROWS["tm2019_deep_lstm_library"], d2l_rows.ROWS["tm2019_lstm_scratch"]
+  _fake_run(tmp_path / "run", {40: 8.0, 80: 4.0, 120: 2.0, 160: 1.3})
+  out = _committed_kept_row(tmp_path / "out", kept, 1.5, "NOT reproduced")
   plotted = []
   monkeypatch.setattr(report, "plot_table", lambda table, rows, runs, path, labels: plotted.append(sorted(runs)))
   summaries = report.write_report([drawn, kept], {drawn.name: [d2l_runs.read_run(tmp_path / "run")]}, out)
@@ -319,13 +325,7 @@ def test_a_kept_row_rerun_with_fewer_seeds_keeps_its_numbers_and_draws_their_cur
   draws the rerun (legend says how many seeds), the note gives both finals; a redraw gives the same bytes."""
   kept = d2l_rows.ROWS["tm2019_deep_lstm_library"]
   _fake_run(tmp_path / "run", {1000: 3.0, 2000: 1.2, 3000: 1.07}, wall=2400.0)
-  summary = {"seeds": 3, "at_epochs": {str(e): [1.045, 0.01] for e in kept.book}, "val": None,
-             "measure": "train_perplexity", "wall_time_sec": [3600.0, 60.0], "tokens_per_sec": 9000.0,
-             "verdict": "reproduced"}
-  out = tmp_path / "out"
-  out.mkdir()
-  report_data.write(out, {"command": "c", "library": None, "rows": {
-      kept.name: {"date": "2026-01-01", "summary": summary, "samples": ["text"], "kept": "too slow."}}})
+  out = _committed_kept_row(tmp_path / "out", kept, 1.045, "reproduced")
   plotted = []
   monkeypatch.setattr(report, "plot_table",
                       lambda table, rows, runs, path, labels: plotted.append((runs[kept.name], labels)))
