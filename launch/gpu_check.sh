@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # GPU check and benchmark in one prepared command, for a bare GPU machine that cannot reach a package registry:
-#   1. the kernel tests, compiled for the GPU (Pallas vs the hand-written backward, cuDNN model, recurrence choice),
+#   1. the kernel tests, compiled for the GPU (the persistent LSTM with its grid barrier, Pallas vs the hand-written
+#      backward, cuDNN model, recurrence choice),
 #      with float32 dots in IEEE float32 (JAX_DEFAULT_MATMUL_PRECISION=highest: no TF32);
 #   2. the train-step benchmark, interleaved: W1 (1x256, batch 32, 35 steps), W2 (2x512, batch 64, 100 steps),
 #      W4 (2x1024, batch 128, 100 steps) for pallas / pallas bf16 / fused_vjp / fused_vjp bf16 / scan / cuDNN /
 #      Flax OptimizedLSTMCell / PyTorch nn.LSTM on CUDA (tokens/s, x PyTorch, x cuDNN, % of the matmul rate,
-#      compile s);
+#      compile s, and the estimate of lstm_jax/estimates beside each scratch row: the model checked);
 #   3. a population of 16 W1 configs as one program against the same 16 runs one after another;
 #   4. the layer-level recurrence comparison (launch/gpu_benchmark.sh), if time is left.
 # Everything lands in $OUT (default /tmp/lstm_jax_gpu_check): gpu_check.md (all tables), one log per part.
@@ -76,8 +77,8 @@ if [[ "$SMOKE" == "1" ]]; then
   implementations=("--implementations=fused_vjp,pallas,scan")
   population=(--population_sizes=2 --steps=2 --rounds=1 --hidden_size=16 --batch_size=4 --num_steps=5)
 else
-  tests=(tests/test_lstm_pallas.py tests/test_pallas_cells.py tests/test_cudnn_model.py tests/test_cudnn_interop.py
-         tests/test_recurrence_choice.py tests/test_matmul_dtype.py)
+  tests=(tests/test_lstm_persistent.py tests/test_lstm_pallas.py tests/test_pallas_cells.py tests/test_cudnn_model.py
+         tests/test_cudnn_interop.py tests/test_recurrence_choice.py tests/test_matmul_dtype.py)
   workloads=W1,W2,W4
   implementations=()
   population=(--population_sizes=16 --steps=20 --rounds=3)

@@ -30,10 +30,14 @@ Carry = tuple[Any, ...]  # one carry per layer
 # How the recurrence runs and is differentiated. "scan": autodiff through the cell's lax.scan; "fused_vjp": a
 # hand-written whole-sequence backward (same results, faster; the cells in FUSED_VJP); "pallas": the Pallas kernels
 # of lstm_jax.kernels (the cells in PALLAS: lstm_pallas, rnn_pallas, gru_pallas for the reset-after GRU; interpret
-# mode on CPU, for tests); "auto": pallas on GPU/TPU where a kernel exists, else fused_vjp where one exists, else scan.
+# mode on CPU, for tests); "auto": on a GPU/TPU, the candidate with the lowest estimated train-step time on that chip
+# and shape (lstm_jax.estimates; the kernel only inside its envelope), else fused_vjp where one exists, else scan.
 RECURRENCES = ("auto", "scan", "fused_vjp", "pallas")
 FUSED_VJP = tuple(name for name, family in cells.REGISTRY.items() if family.fused_vjp is not None)
 PALLAS = ("lstm", "rnn", "gru_reset_after")
+# The minibatch ``resolved_recurrence`` assumes where no shape is given (the book's); ``apply`` resolves ``auto``
+# at the shape it is traced with.
+DEFAULT_BATCH, DEFAULT_STEPS = 32, 35
 
 
 def _pallas_recurrence(cell: str):
@@ -76,7 +80,13 @@ class LanguageModel:
 
   @property
   def resolved_recurrence(self) -> str:
-    """The recurrence ``recurrence`` selects for this cell on ``platform``."""
+    """The recurrence ``recurrence`` selects for this cell on ``platform`` at the book's minibatch (32 x 35)."""
+    return self.recurrence_for(DEFAULT_BATCH, DEFAULT_STEPS)
+
+  def recurrence_for(self, batch: int, steps: int) -> str:
+    """The recurrence ``recurrence`` selects for ``[batch, steps]`` minibatches: an explicit one as it is; ``auto``
+    on a GPU/TPU the lowest estimate of ``lstm_jax.estimates`` (the kernel only inside its envelope), elsewhere
+    fused_vjp where the cell has one, else scan."""
     if self.recurrence not in RECURRENCES:
       raise ValueError(f"Unknown recurrence {self.recurrence!r}; choose one of {RECURRENCES} "
                        f"(--config.model.recurrence=NAME).")
@@ -86,9 +96,44 @@ class LanguageModel:
                          f"use --config.model.recurrence=scan (or auto).")
     if self.recurrence != "auto":
       return self.recurrence
-    if self.cell in PALLAS and self.platform in ("gpu", "tpu") and self.kernel_limit is None:
-      return "pallas"
+    found = self.estimates(batch, steps)
+    if found:
+      from lstm_jax.estimates import step_time  # noqa: PLC0415
+      return step_time.choose(found)
     return "fused_vjp" if self.cell in FUSED_VJP else "scan"
+
+  def candidates(self) -> tuple[str, ...]:
+    """The recurrences ``auto`` chooses among on ``platform``: the kernel (inside its envelope, on a GPU/TPU),
+    fused_vjp and scan, as the cell has them."""
+    names = ("pallas",) if self.cell in PALLAS and self.platform in ("gpu", "tpu") and self.kernel_limit is None \
+        else ()
+    return names + (("fused_vjp",) if self.cell in FUSED_VJP else ()) + ("scan",)
+
+  def estimates(self, batch: int, steps: int) -> dict:
+    """Estimated train steps of ``[batch, steps]`` minibatches per candidate on this platform's chip
+    (``lstm_jax.estimates.step_time.Estimate``); empty on a CPU or for a cell with no candidate but scan."""
+    if self.platform not in ("gpu", "tpu") or len(self.candidates()) < 2:
+      return {}
+    from lstm_jax.estimates import chips, step_time  # noqa: PLC0415
+    chip, _ = chips.current(self.platform)
+    return step_time.estimates(self.shape(batch, steps), chip, self.candidates())
+
+  def shape(self, batch: int, steps: int):
+    """The ``lstm_jax.estimates.step_time.Shape`` of training this model on ``[batch, steps]`` minibatches."""
+    from lstm_jax.estimates import step_time  # noqa: PLC0415
+    return step_time.Shape(self.cell, self.num_layers, self.hidden_size, batch, steps, self.vocab_size,
+                           self.matmul_dtype)
+
+  def recurrence_line(self, batch: int, steps: int) -> str | None:
+    """One line at start when ``auto`` chose on a GPU/TPU: which recurrence, on which chip, and the estimates."""
+    found = self.estimates(batch, steps) if self.recurrence == "auto" else {}
+    if not found:
+      return None
+    from lstm_jax.estimates import chips, step_time  # noqa: PLC0415
+    chip, known = chips.current(self.platform)
+    line = step_time.choice_line(self.shape(batch, steps), chip, known, found, step_time.choose(found))
+    note = self.recurrence_note()
+    return f"{line} {note}" if note else line
 
   @property
   def kernel_limit(self) -> str | None:
@@ -111,16 +156,20 @@ class LanguageModel:
   def recurrence_note(self) -> str | None:
     """One line when ``recurrence=auto`` passes over the Pallas kernel on a GPU/TPU because of the envelope."""
     if self.recurrence == "auto" and self.kernel_limit is not None:
-      return f"recurrence=auto uses {self.resolved_recurrence}, not the Pallas kernel: {self.kernel_limit}."
+      return f"recurrence=auto does not consider the Pallas kernel: {self.kernel_limit}."
     return None
 
   @property
   def recurrence_fn(self):
-    """The ``recurrence(params, xproj_TBG, carry, unroll)`` function that ``recurrence`` selects."""
+    """The ``recurrence(params, xproj_TBG, carry, unroll)`` function that ``recurrence`` selects (at the book's
+    minibatch for ``auto``; ``apply`` uses ``recurrence_fn_for`` at the traced shape)."""
+    return self.recurrence_fn_for(self.resolved_recurrence)
+
+  def recurrence_fn_for(self, chosen: str):
+    """The ``recurrence(params, xproj_TBG, carry, unroll)`` function of the recurrence named ``chosen``."""
     if self.matmul_dtype not in matmul_lib.MATMUL_DTYPES:
       raise ValueError(f"Unknown model.matmul_dtype {self.matmul_dtype!r}; choose one of "
                        f"{matmul_lib.MATMUL_DTYPES}.")
-    chosen = self.resolved_recurrence
     if chosen == "pallas":
       from lstm_jax.kernels import sharded  # noqa: PLC0415
       target = {"": {}, "cuda": dict(interpret=False, backend="triton"), "tpu": dict(interpret=False, backend="tpu")}
@@ -131,11 +180,12 @@ class LanguageModel:
       return cells.get(self.cell).fused_vjp
     return self.family.recurrence
 
-  def matmul_params(self, layer_params: dict[str, Any]) -> dict[str, Any]:
-    """A layer's params with ``W_x`` / ``W_h`` in ``matmul_dtype`` (the Pallas kernels cast ``W_h`` themselves)."""
+  def matmul_params(self, layer_params: dict[str, Any], chosen: str | None = None) -> dict[str, Any]:
+    """A layer's params with ``W_x`` / ``W_h`` in ``matmul_dtype`` (the Pallas kernels cast ``W_h`` themselves);
+    ``chosen``: the recurrence that runs (default ``resolved_recurrence``)."""
     if self.matmul_dtype == "float32":
       return layer_params
-    names = ("W_x",) if self.resolved_recurrence == "pallas" else ("W_x", "W_h")
+    names = ("W_x",) if (chosen or self.resolved_recurrence) == "pallas" else ("W_x", "W_h")
     return {k: v.astype(self.matmul_dtype) if k in names else v for k, v in layer_params.items()}
 
   def init(self, key: jax.Array) -> dict[str, Any]:
@@ -185,6 +235,8 @@ class LanguageModel:
                     seq_lengths: jax.Array | None = None) -> tuple[jax.Array, Carry]:
     """Time-major tokens ``[T, B]`` -> ``(top-layer hidden states [T, B, H], final carry per layer)``."""
     family = self.family
+    chosen = self.recurrence_for(tokens_TB.shape[1], tokens_TB.shape[0])
+    recurrence_fn = self.recurrence_fn_for(chosen)
     new_carry = []
     hs_TBH = None
     for index, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
@@ -198,10 +250,10 @@ class LanguageModel:
           if dropout_rng is not None and self.dropout > 0.0:
             keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
             inputs_TBI = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
-        xproj = family.project_inputs(self.matmul_params(layer_params), inputs_TBI)
-      layer_params = self.matmul_params(layer_params)
+        xproj = family.project_inputs(self.matmul_params(layer_params, chosen), inputs_TBI)
+      layer_params = self.matmul_params(layer_params, chosen)
       if seq_lengths is None:
-        layer_carry, hs_TBH = self.recurrence_fn(layer_params, xproj, layer_carry, unroll=self.unroll)
+        layer_carry, hs_TBH = recurrence_fn(layer_params, xproj, layer_carry, unroll=self.unroll)
       else:
         layer_carry, hs_TBH = variable_length.masked_recurrence(family.recurrence, layer_params, xproj, layer_carry,
                                                                 seq_lengths, unroll=self.unroll)

@@ -227,7 +227,9 @@ def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
   validation.check(config, corpus)
   model = models.from_config(config.model, len(corpus.vocab))
   validation.check_model(model)
-  note = model.recurrence_note() if hasattr(model, "recurrence_note") else None
+  d = config.data
+  line = model.recurrence_line(d.batch_size, d.num_steps) if hasattr(model, "recurrence_line") else None
+  note = line or (model.recurrence_note() if hasattr(model, "recurrence_note") else None)
   if note and jax.process_index() == 0:
     logging.warning(note)
   optimizer = optimizer_lib.make_optimizer(config.optimizer)

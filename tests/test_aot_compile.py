@@ -97,14 +97,37 @@ def _command(*args, timeout=600):
 
 
 def _one_line(result) -> str:
-  lines = (result.stdout + result.stderr).strip().splitlines()
+  """The one line of a target (its indented estimate line, if any, left out)."""
+  lines = [ln for ln in (result.stdout + result.stderr).strip().splitlines() if not ln.startswith("  estimated ")]
   assert len(lines) == 1, lines
   return lines[0]
 
 
 @needs_aot
+def test_the_command_estimates_every_candidate_from_the_compilers_dumps(real_data_dir):
+  """The main job's model (1x256, batch 32 x 35) on an H100 and a v5e: every candidate's train step is compiled
+  and its structure read from the dump (H100: grids, registers, loop launches; v5e: the kernels' step cycles)."""
+  result = _command("--target", "h100", "--target", "v5e:1x1")
+  assert result.returncode == 0, result.stdout + result.stderr
+  h100, h100_estimates, v5e, v5e_estimates = result.stdout.strip().splitlines()
+  for target, line in (("h100", h100_estimates), ("v5e", v5e_estimates)):
+    assert line.startswith(f"  estimated train step on {target}, batch 32 x 35 (estimates, not measurements)"), line
+    for recurrence in ("pallas", "fused_vjp", "scan"):
+      assert f"{recurrence} ~" in line, line
+    auto = line.rsplit("auto takes ", 1)[1].split()[0]
+  for recurrence in ("pallas", "fused_vjp", "scan"):  # on a GPU every structure comes from the compiler
+    assert f"{recurrence} ~" in h100_estimates.split(f"{recurrence} ~", 1)[0] + f"{recurrence} ~"
+  assert h100_estimates.count("; compiler)") == 3, h100_estimates
+  assert "-bound; compiler)" in v5e_estimates.split("pallas ~", 1)[1].split("|")[0], v5e_estimates
+  # The line above each names the recurrence auto took there.
+  assert f"recurrence {h100_estimates.rsplit('auto takes ', 1)[1].split()[0]};" in h100, h100
+  assert f"recurrence {auto};" in v5e, v5e
+
+
+@needs_aot
 def test_the_command_prints_one_line_per_target_with_memory_and_kernels(real_data_dir):
-  result = _command("--target", "v5e:1x1", "--config.model.hidden_size=32", "--population", "2")
+  result = _command("--target", "v5e:1x1", "--config.model.hidden_size=32", "--config.model.recurrence=pallas",
+                    "--population", "2", "--noestimate")
   assert result.returncode == 0, result.stdout + result.stderr
   assert result.stderr == ""  # libtpu's start-up warnings are not shown
   line = _one_line(result)

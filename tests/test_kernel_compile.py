@@ -71,3 +71,62 @@ def test_kernels_compile_for_h100_and_v5e_at_shapes_inside_the_envelope():
   assert len(rows) == 2 * len(CASES)
   failed = [row for row in rows if row[7] != "ok"]
   assert not failed, failed
+
+
+PERSISTENT_CASES = [  # target, T, B, H, matmul dtype
+    ("h100", 8, 32, 256, "float32"),    # W_h's slice kept on chip (64 KiB)
+    ("h100", 8, 64, 1024, "float32"),   # the slice (256 KiB) read from L2 every step; 64 programs
+    ("a100", 8, 32, 256, "float32"),
+]
+PERSISTENT_SCRIPT = r'''
+import json, os, pathlib, sys, tempfile
+dump = tempfile.mkdtemp()
+os.environ["XLA_FLAGS"] = f"--xla_dump_to={dump} --xla_dump_emitter_re=.*"
+from lstm_jax.aot import targets
+targets.use_cpu_backend()
+import dataclasses, shutil
+import jax, jax.numpy as jnp
+from lstm_jax.cells.lstm import LSTMCarry
+from lstm_jax.estimates import evidence
+from lstm_jax.kernels import lstm_persistent
+rows = []
+for name, T, B, H, dtype in json.loads(sys.argv[1]):
+  device = targets.resolve(name).devices[0]
+  struct = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=jax.sharding.SingleDeviceSharding(device))
+  def loss(W_h, xproj, h0, c0):
+    (hT, cT), hs = lstm_persistent.recurrence({"W_h": W_h}, xproj, LSTMCarry(h0, c0), matmul_dtype=jnp.dtype(dtype),
+                                              interpret=False)
+    return jnp.sum(hs * hs) + jnp.sum(hT) + jnp.sum(cT)
+  with jax.default_device(device):
+    plan = lstm_persistent.plan(T, B, H, dtype)
+    jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).lower(struct((H, 4 * H)), struct((T, B, 4 * H)), struct((B, H)),
+                                                         struct((B, H))).compile()
+  reports = evidence.kernel_reports(pathlib.Path(dump), "sm_80" if name == "a100" else "sm_90a")
+  rows.append({"case": [name, T, B, H, dtype], "P": plan.P, "resident": plan.resident,
+               "kernels": {k: dataclasses.asdict(v) for k, v in reports.items() if "persistent" in k}})
+  shutil.rmtree(dump)
+  os.makedirs(dump)
+print(json.dumps(rows))
+'''
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"the aot extra is not installed (missing {', '.join(MISSING)})")
+def test_the_persistent_lstm_compiles_for_h100_and_a100_with_its_grid_barrier():
+  """The grid the design says (P programs), the barrier's GPU-scope acquire-release atomics and the exchanged
+  state's L1-bypassing loads in the PTX, tensor-core dots, and spills that do not grow with H (ptxas)."""
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+  result = subprocess.run([sys.executable, "-c", PERSISTENT_SCRIPT, json.dumps(PERSISTENT_CASES)], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=1200)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = json.loads(result.stdout.strip().splitlines()[-1])
+  spills = {}
+  for row in rows:
+    kernels = row["kernels"]
+    assert set(kernels) == {"lstm_persistent_forward", "lstm_persistent_backward"}, row
+    for name, k in kernels.items():
+      assert k["programs"] == row["P"], row
+      assert k["acq_rel_atomics"] >= 2 and k["cg_loads"] > 0 and k["tensor_core_ops"] > 0, row
+      spills[tuple(row["case"]), name] = k["spill_bytes"]
+  for name in ("lstm_persistent_forward", "lstm_persistent_backward"):
+    small, large = (spills[tuple(c), name] for c in (list(PERSISTENT_CASES[0]), list(PERSISTENT_CASES[1])))
+    assert large <= max(small, 0) + 256, (name, small, large)

@@ -76,8 +76,9 @@ def for_target(config: ml_collections.ConfigDict, platform: str,
 
 
 def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target, vocab_size: int,
-                   members: int = 0) -> compile_lib.TargetResult:
-  """The train step, evaluation forward and (``members > 0``) population step of ``config`` on ``target``."""
+                   members: int = 0, estimate: bool = False) -> compile_lib.TargetResult:
+  """The train step, evaluation forward and (``members > 0``) population step of ``config`` on ``target``; with
+  ``estimate``, each candidate recurrence's estimated train step (``result.estimates``)."""
   config = for_target(config, target.platform, len(target.devices))
   result = compile_lib.TargetResult(target.name, target.chip, len(target.devices), recurrence="?",
                                     memory_bytes=target.memory_bytes)
@@ -87,24 +88,28 @@ def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target
     return result
   try:
     model = models.from_config(config.model, vocab_size)
+    d = config.data
     with jax.default_device(target.devices[0]):  # the kernels' envelope reads the chip (TPU: its VMEM)
-      result.recurrence = compile_lib.recurrence_of(model)
+      result.recurrence = compile_lib.recurrence_of(model, d.batch_size, d.num_steps)
       validation.check_model(model)  # recurrence=pallas outside the envelope: the line says why, nothing compiles
   except ValueError as e:
     result.error = str(e)
     return result
   optimizer = optimizer_lib.make_optimizer(config.optimizer)
-  d = config.data
   result.programs.append(compile_lib.train_program(target, model, optimizer, d.batch_size, d.num_steps,
                                                    pipeline.carries_state(d), config.seed))
   result.programs.append(compile_lib.eval_program(target, model, d.batch_size, d.num_steps, config.seed))
   if members:
     result.programs.append(compile_lib.population_program(target, config, vocab_size, members))
+  if estimate and result.ok and hasattr(model, "candidates"):
+    from lstm_jax.aot import estimate as estimate_lib  # noqa: PLC0415
+    result.estimates = estimate_lib.target_estimates(model, optimizer, target, d.batch_size, d.num_steps,
+                                                     pipeline.carries_state(d), config.seed)
   return result
 
 
 def run(config: ml_collections.ConfigDict, target_names: Sequence[str], members: int = 0,
-        print_fn=print) -> int:
+        print_fn=print, estimate: bool = True) -> int:
   """Compiles ``config`` for every target, printing one line each as it finishes; returns the exit status.
   Problems before any compile (unknown target, bad config, missing packages or corpus) print one ``error:`` line."""
   try:
@@ -126,7 +131,9 @@ def run(config: ml_collections.ConfigDict, target_names: Sequence[str], members:
     return EXIT_FAILED
   ok = True
   for target in targets:
-    result = compile_target(config, target, len(corpus.vocab), members)
+    result = compile_target(config, target, len(corpus.vocab), members, estimate)
     print_fn(result.line())
+    if result.estimates is not None:
+      print_fn(result.estimates.line())
     ok &= result.ok
   return EXIT_OK if ok else EXIT_FAILED

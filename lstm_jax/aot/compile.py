@@ -94,6 +94,7 @@ class TargetResult:
   memory_bytes: int | None
   programs: list[Program] = dataclasses.field(default_factory=list)
   error: str = ""   # set when nothing could be compiled (e.g. cuDNN)
+  estimates: Any = None  # lstm_jax.aot.estimate.TargetEstimates, when asked for
 
   def problems(self) -> list[str]:
     """Why the target fails: a program's compile error, or a program that does not fit the chip's memory."""
@@ -243,9 +244,9 @@ def population_program(target: Target, config, vocab_size: int, members: int) ->
   return compile_program(f"population {members}", target, population._step, states, tokens, tokens, active)
 
 
-def recurrence_of(model) -> str:
-  """The recurrence a model runs: ``resolved_recurrence`` for the scratch model, else its implementation's."""
-  resolved = getattr(model, "resolved_recurrence", None)
-  if resolved is not None:
-    return resolved
+def recurrence_of(model, batch: int, steps: int) -> str:
+  """The recurrence a model runs on ``[batch, steps]`` minibatches: the scratch model's choice, else its
+  implementation's."""
+  if hasattr(model, "recurrence_for"):
+    return model.recurrence_for(batch, steps)
   return f"{type(model).__name__} (lax.scan)"

@@ -17,8 +17,10 @@ import dataclasses
 import json
 import os
 import selectors
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Iterator
 
@@ -51,6 +53,10 @@ class Outcome:
   error: str = ""
   arguments: int = 0
   kernels: dict[str, int] = dataclasses.field(default_factory=dict)
+  estimate: str = ""   # estimated train step: tokens/s, bound, "compiler" / "model" (lstm_jax.aot.estimate)
+
+  def estimate_cell(self) -> str:
+    return self.estimate if self.status == "ok" else ""
 
   def cell(self) -> str:
     from lstm_jax.aot.compile import format_bytes  # noqa: PLC0415
@@ -71,21 +77,22 @@ def cases(targets: list[str], workloads: list[str]) -> list[Case]:
 
 def compile_case(case: Case) -> Outcome:
   """Compiles one case's train step in this process."""
-  from lstm_jax.aot import compile as compile_lib  # noqa: PLC0415
+  from lstm_jax.aot import estimate as estimate_lib  # noqa: PLC0415
   from lstm_jax.aot import targets as targets_lib  # noqa: PLC0415
   target = _target(case.target, targets_lib)
   w = WORKLOADS[case.workload]
   model = model_lib.LanguageModel(vocab_size=train_step.VOCAB, hidden_size=w.hidden, num_layers=w.num_layers,
                                   cell=case.cell, recurrence=case.recurrence, matmul_dtype=case.dtype,
                                   kernel_target=target.platform, kernel_devices=len(target.devices))
-  program = compile_lib.train_program(target, model, train_step.sgd_optimizer(), w.batch, w.steps,
-                                      carry_state=False)
+  program, estimate = estimate_lib.compile_and_estimate(target, model, train_step.sgd_optimizer(), w.batch, w.steps,
+                                                        carry_state=False)
   if program.error:
     return Outcome("FAILED", program.seconds, error=program.error, kernels=program.kernels)
   m = program.memory
   fits = not target.memory_bytes or m.total <= target.memory_bytes
   return Outcome("ok" if fits else "FAILED", program.seconds, m.total, m.temporaries,
-                 "" if fits else "does not fit in the chip's memory", m.arguments, program.kernels)
+                 "" if fits else "does not fit in the chip's memory", m.arguments, program.kernels,
+                 f"{estimate.tokens_per_second / 1e6:.2f} M ({estimate.bound}; {estimate.source})")
 
 
 _TARGETS: dict[str, Any] = {}
@@ -111,7 +118,10 @@ class _Worker:
   """A ``serve()`` subprocess; ``run(case, timeout)`` returns its outcome or None when it did not answer in time."""
 
   def __init__(self):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    from lstm_jax.estimates import evidence  # noqa: PLC0415
+    self.dumps = tempfile.mkdtemp(prefix="lstm_jax_dumps_")  # the compilers' dumps, read for the estimates
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+           **evidence.dump_environment(self.dumps)}
     self.proc = subprocess.Popen([sys.executable, "-c", "from lstm_jax.benchmarks import compile_matrix as m; "
                                   "m.serve()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
@@ -136,6 +146,7 @@ class _Worker:
     if self.proc.poll() is None:
       os.killpg(self.proc.pid, 9)
     self.proc.wait()
+    shutil.rmtree(self.dumps, ignore_errors=True)
 
 
 def run_cases(all_cases: list[Case], timeout: float) -> Iterator[tuple[Case, Outcome]]:
@@ -156,20 +167,25 @@ def run_cases(all_cases: list[Case], timeout: float) -> Iterator[tuple[Case, Out
 
 
 def markdown_table(results: list[tuple[Case, Outcome]], targets: list[str], timeout: float) -> str:
-  """One row per (workload, cell, recurrence, dtype), one column per target: "seconds, per-device total"."""
+  """One row per (workload, cell, recurrence, dtype), one column per target: "seconds, per-device total", then
+  one column per target of the estimated train step (tokens/s, bound, read from the compiler or the model)."""
   by_row: dict[tuple, dict[str, Outcome]] = {}
   for case, outcome in results:
     by_row.setdefault((case.workload, case.cell, case.recurrence, case.dtype), {})[case.target] = outcome
-  lines = ["| workload | cell | recurrence | matmul dtype | " + " | ".join(targets) + " |",
-           "|---|---|---|---|" + "---|" * len(targets)]
+  lines = ["| workload | cell | recurrence | matmul dtype | " + " | ".join(targets) + " | "
+           + " | ".join(f"{t} estimate" for t in targets) + " |",
+           "|---|---|---|---|" + "---|" * (2 * len(targets))]
   for (workload, cell, recurrence, dtype), outcomes in by_row.items():
     cells = [outcomes[t].cell() if t in outcomes else "" for t in targets]
+    cells += [outcomes[t].estimate_cell() if t in outcomes else "" for t in targets]
     lines.append(f"| {workload} ({WORKLOADS[workload].description.split(': ')[-1]}) | {cell} | {recurrence} | "
                  f"{dtype} | " + " | ".join(cells) + " |")
   failed = sum(o.status != "ok" for _, o in results)
   lines.append(f"\nTrain step compiled per target (compile seconds, per-device memory: arguments + outputs - "
                f"aliased + temporaries + code); per-case timeout {timeout:.0f} s; {len(results) - failed} of "
-               f"{len(results)} cases compiled and fit.")
+               f"{len(results)} cases compiled and fit. Estimates (not measurements; lstm_jax.estimates): tokens/s "
+               f"of the train step, the bound of its recurrence, and whether the structure was read from the "
+               f"compiler's dump or predicted by the model.")
   return "\n".join(lines)
 
 
@@ -189,6 +205,7 @@ def run_matrix(targets: list[str], workloads: list[str], timeout: float, print_f
   check_names(targets, workloads)
   results = []
   for case, outcome in run_cases(cases(targets, workloads), timeout):
-    print_fn(f"{case.workload} {case.cell} {case.recurrence} {case.dtype} {case.target}: {outcome.cell()}")
+    estimate = f"; estimated {outcome.estimate}" if outcome.estimate else ""
+    print_fn(f"{case.workload} {case.cell} {case.recurrence} {case.dtype} {case.target}: {outcome.cell()}{estimate}")
     results.append((case, outcome))
   return markdown_table(results, targets, timeout), all(o.status == "ok" for _, o in results)

@@ -71,6 +71,7 @@ class Row:
   peak_fraction: float
   compile_s: float
   ratio_cudnn: float = float("nan")  # speed relative to the cuDNN (jax.experimental.rnn) row
+  estimate: str = ""   # estimated tokens/s and bound (lstm_jax.estimates), GPU/TPU scratch rows
 
 
 def _median_ratio(runner: Runner, reference: Runner | None) -> float:
@@ -93,7 +94,8 @@ def summarise(workload: Workload, runners: list[Runner], peak: float) -> list[Ro
                       ratio, float("nan"), runner.compile_s, ratio_cudnn))
     else:
       rows.append(Row(workload.name, runner.name, median, min(runner.rates), max(runner.rates), ratio,
-                      median * workload.train_flops_per_token() / peak, runner.compile_s, ratio_cudnn))
+                      median * workload.train_flops_per_token() / peak, runner.compile_s, ratio_cudnn,
+                      runner.estimate))
   return rows
 
 
@@ -102,8 +104,8 @@ def markdown_table(rows: list[Row], peak: float) -> str:
   lines = [f"fp32 matmul rate measured here: {peak / 1e9:.0f} GFLOP/s; JAX {jax.__version__}, {device.platform} "
            f"{device.device_kind}, {os.cpu_count()} cores visible.", "",
            "| workload | implementation | tokens/s (W3: us/token) median | min-max | x PyTorch | x cuDNN (jax) "
-           "| % peak | compile s |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "| % peak | compile s | estimated tokens/s (bound) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for row in rows:
     unit = "{:.1f}" if row.workload == "W3" else "{:,.0f}"
     peak_text = "" if np.isnan(row.peak_fraction) else f"{100 * row.peak_fraction:.0f}%"
@@ -111,7 +113,7 @@ def markdown_table(rows: list[Row], peak: float) -> str:
     ratio_text, cudnn_text = ("" if np.isnan(r) else f"{r:.2f}{noisy}" for r in (row.ratio, row.ratio_cudnn))
     lines.append(f"| {row.workload} | {row.implementation} | {unit.format(row.median)} | "
                  f"{unit.format(row.low)}-{unit.format(row.high)} | {ratio_text} | {cudnn_text} | {peak_text} | "
-                 f"{row.compile_s:.1f} |")
+                 f"{row.compile_s:.1f} | {row.estimate} |")
   return "\n".join(lines)
 
 

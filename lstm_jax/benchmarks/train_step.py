@@ -82,7 +82,12 @@ def scratch_train_runner(workload: Workload, recurrence: str, matmul_dtype: str 
   model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
                                   init_scheme="pytorch", recurrence=recurrence, matmul_dtype=matmul_dtype)
   suffix = "" if matmul_dtype == "float32" else f" ({matmul_dtype})"
-  return _model_train_runner(f"scratch, recurrence={recurrence}{suffix}", model, workload)
+  runner = _model_train_runner(f"scratch, recurrence={recurrence}{suffix}", model, workload)
+  found = model.estimates(workload.batch, workload.steps)  # on a GPU/TPU: the model's estimate beside the measured
+  chosen = model.recurrence_for(workload.batch, workload.steps)
+  if chosen in found:
+    runner.estimate = f"{found[chosen].tokens_per_second:,.0f} ({found[chosen].bound})"
+  return runner
 
 
 def cudnn_train_runner(workload: Workload) -> Runner | None:

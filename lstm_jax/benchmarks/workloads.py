@@ -49,6 +49,7 @@ class Runner:
   compile_s: float = float("nan")
   iterations: int = 1
   rates: list[float] = dataclasses.field(default_factory=list)  # tokens/s per round
+  estimate: str = ""            # the model's estimated tokens/s on this chip (lstm_jax.estimates), GPU/TPU only
 
 
 def block(result) -> None:

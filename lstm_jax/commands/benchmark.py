@@ -23,6 +23,8 @@ _PLATFORMS = flags.DEFINE_list("platforms", ["cuda", "tpu"], "Platforms for --lo
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only compile the train steps for --targets (needs the aot "
                                   "extra): the compile matrix.")
 _TARGETS = flags.DEFINE_list("targets", ["h100", "v5e:1x1", "v6e:1x1"], "Targets for --compile_only.")
+_ESTIMATES = flags.DEFINE_bool("estimates", False, "Only print the step-time model's estimates (lstm_jax.estimates) "
+                                "for W1, W2, W4 and W5 on h100, v5e and v6e, every candidate recurrence: no compile.")
 _CASE_TIMEOUT = flags.DEFINE_float("case_timeout", 120.0, "--compile_only: seconds before a case is reported as a "
                                    "timeout.", lower_bound=1.0)
 
@@ -41,6 +43,14 @@ def main(argv):
     lines, ok = lowering.lowering_report(_PLATFORMS.value)
     print("\n".join(lines))
     raise SystemExit(0 if ok else 1)
+  if _ESTIMATES.value:
+    import datetime  # noqa: PLC0415
+    from lstm_jax.benchmarks import compile_matrix  # noqa: PLC0415
+    from lstm_jax.estimates import step_time  # noqa: PLC0415
+    shapes = {name: step_time.Shape("lstm", w.num_layers, w.hidden, w.batch, w.steps)
+              for name, w in compile_matrix.WORKLOADS.items()}
+    _write(step_time.markdown_table(shapes, ["h100", "v5e", "v6e"], datetime.date.today().isoformat()))
+    return
   if _COMPILE_ONLY.value:
     from lstm_jax.benchmarks import compile_matrix  # noqa: PLC0415
     workloads = _WORKLOADS.value if flags.FLAGS["workloads"].present else list(compile_matrix.DEFAULT_WORKLOADS)

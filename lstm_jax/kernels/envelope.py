@@ -18,8 +18,8 @@ formulas of ``lstm_jax.kernels.tiles`` (checked against the real compilers by ``
   replicated on every device, and XLA does not partition a kernel call (Mosaic refuses to; on GPUs XLA would gather
   the operands), so such a population uses XLA's recurrence (``member_devices`` below).
 
-``recurrence=auto`` uses a kernel only inside the envelope and otherwise the XLA recurrence (``fused_vjp``, or
-``scan``), saying so in one line; an explicit ``recurrence=pallas`` outside it is refused with the limit.
+``recurrence=auto`` considers a kernel only inside the envelope (and takes it where ``lstm_jax.estimates`` puts it
+first), saying so in one line; an explicit ``recurrence=pallas`` outside it is refused with the limit.
 """
 
 from __future__ import annotations

@@ -55,11 +55,11 @@ Design
   compiled. ``backend=None``: "triton" on GPU and CPU (so CPU interpret runs the GPU layout), "tpu" on TPU.
 
 Known limits
-- GPU: every batch-block program re-reads all of ``W_h`` every step, and the programs are only ``K * Bp / 16``
+- GPU: one member inside ``lstm_persistent``'s envelope (batch up to 128, hidden units over at most half the SMs)
+  runs the persistent kernel instead of these. Here every batch-block program re-reads all of ``W_h`` every step,
+  and the programs are only ``K * Bp / 16``
   thread blocks: 2 for W1 (batch 32), 8 for W4 (batch 128), 32 for a population of 16 W1 members, against an
-  H100's 132 SMs. The persistent design (``W_h`` split by hidden units across many thread blocks and kept on chip,
-  with a grid-wide barrier per step, as cuDNN's persistent LSTM / Diamos et al. 2016) would use the rest of the
-  chip; it is not built. Run time has not been measured on a GPU.
+  H100's 132 SMs (populations and batches over 128 rows). Run time has not been measured on a GPU.
 - TPU: ``W_h`` must fit in VMEM (``lstm_jax.kernels.envelope``); outside the envelope ``recurrence=auto`` uses
   fused_vjp.
 - ``unroll`` is accepted for the contract and ignored. Reverse mode only (custom_vjp).
@@ -78,6 +78,7 @@ import jax.numpy as jnp
 from lstm_jax.cells import lstm
 from lstm_jax.cells.lstm import NUM_GATES, LSTMCarry
 from lstm_jax.kernels import layout as layout_lib
+from lstm_jax.kernels import lstm_persistent
 from lstm_jax.kernels import tiles
 from lstm_jax.kernels.layout import BACKENDS
 
@@ -230,12 +231,23 @@ def recurrence(params, xproj_TBG: jax.Array, carry: LSTMCarry, unroll: int = 1, 
   """Runs the recurrence over projected inputs ``[T, B, 4H]``; returns ``(final carry, hs [T, B, H])``.
 
   Equal to ``lstm_fused_vjp.recurrence`` (outputs and gradients). ``W_h`` with a leading members axis
-  (``[K, H, 4H]``) dispatches to ``population_recurrence``. ``matmul_dtype``: float32 or bfloat16 dot operands
+  (``[K, H, 4H]``) dispatches to ``population_recurrence``. Compiled for a GPU, one member inside the persistent
+  kernel's envelope runs ``lstm_jax.kernels.lstm_persistent`` (``W_h`` split over the SMs). ``matmul_dtype``: float32 or bfloat16 dot operands
   (float32 accumulation and state); ``interpret``: None = interpret on CPU; ``backend``: "triton" or "tpu"
   (None = from ``jax.default_backend()``).
   """
+  cfg = tiles.resolve(matmul_dtype, interpret, backend)
+  if cfg.backend == "triton" and not cfg.interpret and params["W_h"].ndim == 2 and persistent_plan(
+      xproj_TBG.shape[0], xproj_TBG.shape[1], params["W_h"].shape[0], cfg.matmul_dtype) is not None:
+    return lstm_persistent.recurrence(params, xproj_TBG, carry, unroll, matmul_dtype=matmul_dtype, interpret=False)
   return tiles.on_members(population_recurrence, ("W_h",), params, xproj_TBG, carry, unroll,
                           matmul_dtype=matmul_dtype, interpret=interpret, backend=backend)
+
+
+def persistent_plan(T: int, B: int, H: int, matmul_dtype="float32"):
+  """The persistent GPU kernel's plan for one member's ``[T, B, H]`` (``lstm_jax.kernels.lstm_persistent``), or
+  None where the batch-blocked kernels run instead."""
+  return lstm_persistent.plan(T, B, H, matmul_dtype)
 
 
 def layer(params, xs_TBI: jax.Array, carry: LSTMCarry | None = None, unroll: int = 1,
