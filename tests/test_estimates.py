@@ -69,6 +69,7 @@ def test_dump_environment_names_both_compilers(tmp_path):
   env = evidence.dump_environment(tmp_path)
   assert env["XLA_FLAGS"].startswith(f"--xla_dump_to={tmp_path / 'xla'} ")  # with the kernels' PTX
   assert f"--xla_jf_dump_to={tmp_path / 'tpu'}" in env["LIBTPU_INIT_ARGS"]
+  assert env["LLVM_DISABLE_SYMBOLIZATION"] == "1"
 
 
 def test_device_kinds_name_their_chips():

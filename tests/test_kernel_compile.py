@@ -81,13 +81,14 @@ PERSISTENT_CASES = [  # target, T, B, H, matmul dtype
 PERSISTENT_SCRIPT = r'''
 import json, os, pathlib, sys, tempfile
 dump = tempfile.mkdtemp()
-os.environ["XLA_FLAGS"] = f"--xla_dump_to={dump} --xla_dump_emitter_re=.*"
+from lstm_jax.estimates import evidence
+os.environ.update(evidence.dump_environment(dump))
+dump = os.path.join(dump, "xla")
 from lstm_jax.aot import targets
 targets.use_cpu_backend()
 import dataclasses, shutil
 import jax, jax.numpy as jnp
 from lstm_jax.cells.lstm import LSTMCarry
-from lstm_jax.estimates import evidence
 from lstm_jax.kernels import lstm_persistent
 rows = []
 for name, T, B, H, dtype in json.loads(sys.argv[1]):

@@ -27,7 +27,8 @@ if "--noestimate" not in sys.argv and "--estimate=false" not in sys.argv:
   _DUMPS = tempfile.mkdtemp(prefix="lstm_jax_dumps_")
   atexit.register(shutil.rmtree, _DUMPS, ignore_errors=True)
   for _name, _value in _evidence.dump_environment(_DUMPS).items():
-    os.environ[_name] = f"{os.environ.get(_name, '')} {_value}".strip()
+    _flags = _name in ("XLA_FLAGS", "LIBTPU_INIT_ARGS")  # flag lists: appended to the user's
+    os.environ[_name] = f"{os.environ.get(_name, '')} {_value}".strip() if _flags else _value
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
