@@ -79,9 +79,9 @@ def test_bfloat16_matmuls_match_the_hand_written_backward_in_bfloat16():
 def test_the_plan_splits_the_hidden_units_over_at_most_half_the_sms():
   plan = lstm_persistent.plan(100, 64, 512, "float32", sms=132)
   assert (plan.Bp, plan.Hp, plan.U, plan.P) == (64, 512, 16, 32)
-  assert not plan.resident  # 4 x 512 x 16 float32 = 128 KiB: read from L2 every step
-  assert lstm_persistent.plan(100, 64, 512, "bfloat16", sms=132).resident  # 64 KiB: kept on chip
-  assert lstm_persistent.plan(35, 32, 256, "float32", sms=132).resident
+  assert plan.resident  # 4 x 512 x 16 float32 = 128 KiB: kept on chip
+  assert lstm_persistent.plan(100, 128, 1024, "bfloat16", sms=132).resident  # 128 KiB
+  assert not lstm_persistent.plan(100, 128, 1024, "float32", sms=132).resident  # 256 KiB: read from L2 each step
   wide = lstm_persistent.plan(35, 32, 2048, "float32", sms=132)
   assert wide.P <= 66 and wide.U * wide.P == 2048 and wide.U == 32
   a100 = lstm_persistent.plan(35, 32, 2048, "float32", sms=108)
