@@ -180,3 +180,13 @@ def test_real_corpora_match_the_book(real_data_dir, corpus, edition, vocab_size,
     assert len(data.train_ids) == 173428
   else:
     assert len(data.train_ids) == 10000
+
+
+def test_tiny_shakespeare_by_name_with_the_char_rnn_split(real_data_dir):
+  """Karpathy's corpus by name (SHA-1 checked): 1,115,394 characters, 65 symbols, the last 10% held out."""
+  text = corpora.read_text("tinyshakespeare", real_data_dir)
+  assert len(text) == 1115394 and text.startswith("First Citizen:\n")
+  data = corpora.preprocess(text, "raw", max_tokens=0, val_fraction=0.1)
+  assert len(data.vocab) == 65 + 1 and "<unk>" in data.vocab.tokens  # the raw edition's vocabulary keeps <unk>
+  assert len(data.train_ids) + len(data.val_ids) == 1115394
+  assert len(data.val_ids) == pytest.approx(111539, abs=1)

@@ -1,6 +1,6 @@
 """Corpus files and the book's preprocessing.
 
-Resolution order for a named corpus (``timemachine``, ``jaychou``):
+Resolution order for a named corpus (``timemachine``, ``jaychou``, ``tinyshakespeare``):
 1. the directory given by ``config.data.data_dir`` (``--config.data.data_dir=DIR``);
 2. the directory in the environment variable ``LSTM_JAX_DATA_DIR``;
 3. the download cache ``$LSTM_JAX_CACHE`` (default ``~/.cache/lstm_jax``);
@@ -54,6 +54,10 @@ KNOWN_CORPORA = {
         "jaychou_lyrics.txt.zip",
         "https://raw.githubusercontent.com/d2l-ai/d2l-zh/v1.0.0/data/jaychou_lyrics.txt.zip",
         "9529987e701a4f37048ab778270a5dde9a762a0b", member="jaychou_lyrics.txt"),
+    # Karpathy's char-rnn corpus (1,115,394 characters, 65 symbols); use it with edition "raw".
+    "tinyshakespeare": CorpusFile(
+        "tinyshakespeare.txt", "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "04486597058d11dcc2c556b1d0433891eb639d2e"),
 }
 EDITIONS = ("d2l_zh1", "d2l_2019", "d2l_0x", "d2l_1x", "raw")
 
