@@ -42,7 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.implementation = "scratch"   # scratch (lstm_jax.cells) | flax | flax_optimized (Flax's cells: the library
-                                       # model) | cudnn (jax.experimental.rnn's cuDNN LSTM; CUDA GPUs only)
+                                       # model) | nnx (the scratch cells as flax.nnx modules) | cudnn
+                                       # (jax.experimental.rnn's cuDNN LSTM; CUDA GPUs only)
   c.model.cell = "lstm"                # a family in lstm_jax.cells.REGISTRY: lstm | gru | gru_reset_after | rnn | ...
   c.model.hidden_size = 256            # units per layer (H)
   c.model.num_layers = 1               # stacked layers
@@ -51,7 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.forget_bias = 0.0            # added to the forget-gate bias at init (LSTM)
   c.model.dropout = 0.0                # dropout between stacked layers, training only
   c.model.unroll = 1                   # lax.scan unroll factor
-  c.model.recurrence = "auto"          # auto: pallas on GPU/TPU (lstm), else fused_vjp (lstm, rnn), else scan |
+  c.model.recurrence = "auto"          # auto: on a GPU/TPU the lowest estimate (lstm_jax.estimates), else fused_vjp
+                                       # (lstm, rnn), else scan |
                                        # scan (autodiff) | fused_vjp (hand-written backward) | pallas (kernels)
   c.model.matmul_dtype = "float32"     # float32 (the book) | bfloat16 operands, float32 accumulation and state
 

@@ -9,7 +9,7 @@ output gate), the order of PyTorch's ``nn.LSTM`` and cuDNN, so their weights con
 
 The carry is ``LSTMCarry(h, c)``: a named tuple, so code reads ``carry.h`` and never depends on a position.
 ``h`` comes first because it is the layer's output (PyTorch's ``(h, c)``); Flax's cells use ``(c, h)`` and
-``lstm_jax.convert`` translates.
+``lstm_jax.interop.flax`` translates.
 
 The recurrence is time-major (``[time, batch, ...]``), the layout ``jax.lax.scan`` walks; the language model
 transposes its integer tokens once instead of transposing activations. Per time step there is exactly one

@@ -1,1 +1,2 @@
-"""Accelerator kernels of the recurrences (Pallas) and the cuDNN library path."""
+"""Pallas kernels of the recurrences (GPU: Triton, including the persistent LSTM; TPU: Mosaic), their layout and
+envelope. cuDNN's LSTM is a model form: ``lstm_jax.cudnn_model``."""

@@ -1,5 +1,5 @@
 """The envelope of the Pallas kernels: the shapes each kernel compiles for on each platform, from the budget
-formulas of ``lstm_jax.kernels.tiles`` (checked against the real compilers by ``benchmark --compile_only`` and
+formulas of ``lstm_jax.kernels.layout`` (checked against the real compilers by ``benchmark --compile_only`` and
 ``lstm-jax-compile``).
 
 - TPU: ``W_h`` stays in VMEM for the whole sequence, so the hidden size is bounded by the VMEM of one TensorCore:
