@@ -289,8 +289,8 @@ def _flock(workdir: PathLike, file: epath.Path, me: dict[str, Any]) -> Iterator[
       holder = _holder(os.pread(descriptor, 4096, 0).decode(errors="replace"))
       os.close(descriptor)
       pid = holder.get("pid", "?")
-      raise WorkdirBusy(f"Workdir {workdir} is in use by process {pid} on this host ({holder.get('host', '?')}); "
-                        f"wait for it to finish or pass another --workdir.") from None
+      raise WorkdirBusy(f"Workdir {workdir} is in use by process {pid} on this host ({holder.get('host', '?')}), "
+                        f"which holds its lock {file}; wait for it to finish or pass another --workdir.") from None
     try:
       same = os.fstat(descriptor).st_ino == os.stat(str(file)).st_ino
     except FileNotFoundError:
