@@ -117,3 +117,53 @@ def test_evaluate_on_an_unreadable_latest_step_is_one_line_that_mentions_step_n(
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Checkpoint step 48" in lines[0] and "--step N (other steps: [24])" in lines[0]
+
+
+@contextlib.contextmanager
+def _tiny_tmpfs(folder, size="8m"):
+  folder.mkdir(parents=True)
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                    capture_output=True).returncode:
+    pytest.skip("cannot mount a tmpfs here (needs root)")
+  try:
+    yield folder
+  finally:
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def _fill(folder):
+  """Writes zeros into ``folder/filler`` until the filesystem is full; returns the file."""
+  filler = folder / "filler"
+  with contextlib.suppress(OSError), filler.open("wb") as f:
+    while True:
+      f.write(b"\0" * 65536)
+      f.flush()
+  return filler
+
+
+def test_a_disk_that_fills_during_a_save_surfaces_by_the_next_epoch_and_the_run_resumes(tmp_path, monkeypatch):
+  """A real ENOSPC on a tmpfs filled right after the second checkpoint starts: one error naming that step and the
+  cause by the end of the next epoch, the first checkpoint intact, and the same command finishes the run."""
+  config = _tiny_config(tmp_path, num_epochs=4, quiet=True)
+  with _tiny_tmpfs(tmp_path / "mnt") as mount:
+    work = mount / "work"
+    real, saves = checkpoint_lib.Checkpointer.save, []
+
+    def save_then_fill(self, step, *args, **kwargs):
+      saves.append(step)
+      if len(saves) == 2:
+        self.wait()
+        _fill(mount)
+      return real(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", save_then_fill)
+    with pytest.raises(checkpoint_lib.CheckpointWriteError,
+                       match=r"Saving step 48 in .*checkpoints failed \(No space left on device.*\)\. Earlier "
+                             r"checkpoints are intact \(latest: 24\)") as error:
+      train.train_and_evaluate(config, str(work))
+    assert "\n" not in str(error.value) and saves[-1] <= 72
+    monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", real)
+    (mount / "filler").unlink()
+    assert not (work / ".lock").exists()
+    train.train_and_evaluate(config, str(work))
+    assert _epochs(work) == [1, 2, 3, 4]
