@@ -22,13 +22,18 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[str]]:
-  """One row per finished run (config fields flattened + final metrics) and the config keys that vary."""
+  """One row per finished run (config fields flattened + final metrics) and the config keys that vary; a run
+  whose ``metrics.jsonl`` or ``config.json`` is damaged is skipped with one line naming it."""
   rows = []
   for workdir in sorted(p for p in pathlib.Path(sweep_dir).iterdir() if (p / "metrics.jsonl").exists()):
-    final = [r for r in workdir_lib.read_metrics(workdir) if r.get("final")]
+    try:
+      final = [r for r in workdir_lib.read_metrics(workdir) if r.get("final")]
+      config = _flatten(workdir_lib.read_config(workdir) or {}) if final else {}
+    except (workdir_lib.MetricsLogError, ValueError, KeyError) as e:  # KeyError: a config.json without "config"
+      print(f"warning: skipping {workdir.name}: {e}", flush=True)
+      continue
     if not final:
       continue
-    config = _flatten(workdir_lib.read_config(workdir))
     rows.append({"run": workdir.name, **config, **{f"final.{k}": v for k, v in final[-1].items()}})
   if not rows:
     raise ValueError(f"No finished runs under {sweep_dir}; run the sweep first.")

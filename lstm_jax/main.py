@@ -5,9 +5,11 @@ Any config field can be overridden with ``--config.section.field=value``; unknow
 """
 
 import os
+import signal
 import sys
+import threading
+import time
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -17,11 +19,33 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (experim
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
+_STOP_SIGNALS: list[str] = []  # SIGINT / SIGTERM received before the training's own handlers are in place
+
+
+def _record_stop(signum, frame):
+  del frame
+  _STOP_SIGNALS.append(signal.Signals(signum).name)
+
+
+def _exit(status: int, message: str) -> None:
+  """Prints ``message`` (one line) and exits; when a background thread of a failed checkpoint write would hold
+  the exit (orbax waits up to its timeout for signals that never come), it exits without waiting for it."""
+  print(message, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+  deadline = time.monotonic() + 5.0
+  for thread in others:
+    thread.join(max(0.0, deadline - time.monotonic()))
+  if any(thread.is_alive() for thread in others):
+    os._exit(status)
+  sys.exit(status)
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from lstm_jax import checkpoint, multihost, train, validation  # after flag parsing, so --help is fast
+  import jax  # noqa: PLC0415  after flag parsing, so --help is fast and Ctrl-C meets the stop handler early
+  from lstm_jax import checkpoint, multihost, train, validation
   from lstm_jax.data import corpora
   try:
     multihost.initialize_if_asked(os.environ)
@@ -29,15 +53,15 @@ def main(argv):
     sys.exit(f"error: {e}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  checkpoint.quiet_background_errors()
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
   try:
-    summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+    summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value, stop=train.StopRequest(_STOP_SIGNALS))
   except validation.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _exit(2, f"error: {e}")
   except (train.NonFiniteLossError, checkpoint.CheckpointError, corpora.CorpusError, OSError, ValueError) as e:
-    sys.exit(f"error: {e}")
-  if jax.process_index() != 0:  # a multi-host job reports through process 0
+    _exit(1, f"error: {e}")
+  if jax.process_index() != 0 or "train_perplexity" not in summary:  # a multi-host job reports through process 0
     return
   print(f"final training perplexity {summary['train_perplexity']:.4f}"
         + (f", validation perplexity {summary['val_perplexity']:.4f}" if "val_perplexity" in summary else "")
@@ -71,6 +95,8 @@ def parse_flags(argv):
 
 
 def run():
+  for sig in (signal.SIGINT, signal.SIGTERM):  # from here on a stop request is a flag the training reads
+    signal.signal(sig, _record_stop)
   app.run(main, flags_parser=parse_flags)
 
 

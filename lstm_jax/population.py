@@ -227,10 +227,9 @@ def _save_member(member: TrainState, config, workdir, vocab, record: dict[str, A
   """The member's final checkpoint in the single-run layout (the optimizer state ``make_optimizer`` holds)."""
   member = member._replace(opt_state=optimizer_lib.single_run_opt_state(member.opt_state,
                                                                         config.optimizer.clip_norm))
-  perplexity = record.get("val_perplexity", record["train_perplexity"])
   checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   try:
     checkpointer.save(int(member.step), SavedState(member, epoch=config.train.num_epochs + 1).to_tree(), config,
-                      vocab, perplexity if math.isfinite(perplexity) else None)
+                      vocab, checkpoint_lib.metrics_of(record))
   finally:
     checkpointer.close()

@@ -93,20 +93,31 @@ def is_due(epoch: int, every: int, num_epochs: int) -> bool:
 
 
 class StopRequest:
-  """Turns SIGTERM / SIGINT into a flag the loop checks after every step (save, then exit cleanly)."""
+  """Turns SIGTERM / SIGINT into a flag the run checks between its phases and after every step: before training
+  starts it exits at once (status 128 + the signal's number), once training runs it saves and exits cleanly.
+  ``pending``: signals an earlier handler recorded (``lstm_jax.main`` catches them from its first line)."""
 
-  def __init__(self):
+  def __init__(self, pending: list[str] | None = None):
     self.signal = None
+    self._pending = pending if pending is not None else []
     self._previous = {}
 
   def __enter__(self):
     for sig in (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)
+    if self._pending:  # read after the handlers are in place, so no signal falls between the two
+      self.signal = self._pending[0]
     return self
 
   def _handle(self, signum, frame):
     del frame
     self.signal = signal.Signals(signum).name
+
+  def exit_if_requested(self, what: str) -> None:
+    """Exits (status 128 + signal number) when a stop was requested before training started."""
+    if self.signal:
+      print(f"Received {self.signal} {what}; nothing was saved. Rerun the same command to start.", flush=True)
+      raise SystemExit(128 + signal.Signals[self.signal].value)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -156,6 +167,8 @@ class Run:
   ticker: progress_lib.BatchTicker | None = None     # lines inside long epochs
   throughput: progress_lib.Throughput = dataclasses.field(default_factory=progress_lib.Throughput)
   plotted_at: float | None = None                    # progress clock of the last perplexity.png
+  records: list = dataclasses.field(default_factory=list)  # the log so far (metrics.jsonl), saved with checkpoints
+  final: dict[str, Any] | None = None                # a finished run's final record, as its log holds it
 
   def plot_due(self, last: bool) -> bool:
     """Whether to redraw ``perplexity.png`` now: process 0, at most every ``train.plot_every_sec``, always last."""
@@ -176,7 +189,7 @@ class Run:
     """Mean NLL (nats per token) above which the run has diverged: ``train.max_loss``, or where exp overflows."""
     return self.config.train.get("max_loss", 0.0) or MAX_LOSS
 
-  def save(self, saved: SavedState, perplexity: float | None = None,
+  def save(self, saved: SavedState, metrics: dict[str, float] | None = None,
            step_losses: Sequence[Any] = (), first_step: int = 0) -> None:
     """Saves a checkpoint only of finite parameters whose loss on a fixed probe minibatch is below the divergence
     limit (so "the last good checkpoint" always evaluates to a finite perplexity)."""
@@ -185,8 +198,8 @@ class Run:
       self.fail_non_finite(step_losses, first_step, f"the parameters at step {int(saved.state.step)} give a loss of "
                            f"{probe_loss:.4g} nats per token on a probe minibatch (not saved)")
     step = int(saved.state.step)
-    self.checkpointer.save(step, saved.to_tree(), self.config, self.corpus.vocab, perplexity,
-                           fingerprint=self.corpus_fingerprint)
+    self.checkpointer.save(step, saved.to_tree(), self.config, self.corpus.vocab, metrics,
+                           fingerprint=self.corpus_fingerprint, records=list(self.records))
     self.last_good_step = step
 
   def probe_loss(self, params) -> float:
@@ -244,23 +257,97 @@ def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
 
 
 def restore_or_init(run: Run) -> SavedState:
-  """The latest checkpoint's state and data position (exactly as saved), or fresh parameters at epoch 1."""
+  """The latest checkpoint's state and data position (exactly as saved), or fresh parameters at epoch 1; the
+  log (``metrics.jsonl``) made to read as if the run had never stopped."""
   config = run.config
   state = create_train_state(run.model, run.optimizer, config.seed, config.data.batch_size)
-  latest = run.checkpointer.latest_step()
+  latest, meta = newest_checkpoint(run)
   saved = SavedState(state, nll_sum=jnp.zeros(()))
-  if latest is not None:
-    meta = run.checkpointer.read_meta(latest)
-    where = str(run.checkpointer.manager.directory)
+  if latest is None:
+    start_log_fresh(run)
+  else:
+    where = str(run.checkpointer.directory)
     checkpoint_lib.check_compatible(meta["config"], config, where)
     checkpoint_lib.check_fingerprint(meta, run.corpus_fingerprint, where)
-    saved = SavedState.from_tree(run.checkpointer.restore_state(latest, abstract_saved_state(state)))
-    if jax.process_index() == 0:  # the one writer of the workdir's files
-      workdir_lib.truncate_metrics(run.workdir, latest)
+    saved = SavedState.from_tree(run.checkpointer.restore_state(latest, abstract_saved_state(state),
+                                                                meta.get("checksums")))
+    restore_log(run, latest, meta, finished=saved.epoch > run.num_epochs)
+    if jax.process_index() == 0:
       print(f"Resumed from checkpoint step {latest} (epoch {saved.epoch}, batch {saved.batch}).", flush=True)
   run.last_good_step = latest
   saved.state = sharding_lib.place_train_state(saved.state, run.devices)
   return saved
+
+
+def newest_checkpoint(run: Run) -> tuple[int | None, dict[str, Any] | None]:
+  """The newest step whose saved step agrees with its directory's number, and its meta; each newer directory
+  that disagrees (a copied or renamed step) is moved aside with one line, so neither resume nor pruning uses it."""
+  latest, notes = run.checkpointer.newest_usable()
+  if notes:
+    if jax.process_index() == 0:
+      for step in [s for s in run.checkpointer.all_steps() if latest is None or s > latest]:
+        aside = workdir_lib.set_aside_step(run.workdir, step)
+        print(f"warning: {notes.pop(0)}: moved to {aside}; "
+              f"{'resuming from step ' + str(latest) if latest is not None else 'no checkpoint left'}.", flush=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("lstm_jax misnumbered steps moved")
+    run.checkpointer.manager.reload()
+  return latest, None if latest is None else run.checkpointer.read_meta(latest)
+
+
+def start_log_fresh(run: Run) -> None:
+  """A run without a checkpoint starts from scratch: an earlier attempt's log, TensorBoard events and plot
+  (killed before its first checkpoint) are set aside, so no epoch is logged twice."""
+  if jax.process_index() == 0 and workdir_lib.metrics_path(run.workdir).exists():
+    aside = workdir_lib.set_aside(run.workdir, (workdir_lib.METRICS_FILE, workdir_lib.TENSORBOARD_DIR, plots.RUN_PLOT))
+    if aside is not None:
+      print(f"No checkpoint to resume from: starting from scratch; the earlier attempt's log moved to {aside}.",
+            flush=True)
+  run.records = []
+
+
+def restore_log(run: Run, step: int, meta: dict[str, Any], finished: bool) -> None:
+  """``run.records`` and ``metrics.jsonl`` as they stood at checkpoint ``step``: rebuilt from the checkpoint's
+  copy of the log (a damaged, cut or missing file is said in one line), or, for a checkpoint without one, the
+  file truncated to the step. A finished run keeps its final record (``run.final``)."""
+  primary = jax.process_index() == 0
+  records = meta.get("records")
+  if records is None:  # written before checkpoints held the log (or by a population)
+    if primary:
+      final = _final_at(run.workdir, step) if finished else None
+      workdir_lib.truncate_metrics(run.workdir, step)
+      run.records = workdir_lib.read_metrics(run.workdir)
+      if final is not None:
+        run.final = final
+        workdir_lib.write_metrics(run.workdir, run.records + [final])
+    return
+  run.records = list(records)
+  if not primary:
+    return
+  try:
+    current, damage = workdir_lib.read_metrics(run.workdir), None
+  except workdir_lib.MetricsLogError as e:
+    current, damage = None, str(e)
+  if current is not None:
+    run.final = _final_at(run.workdir, step, current) if finished else None
+    if not workdir_lib.metrics_path(run.workdir).exists() and records:
+      damage = f"{workdir_lib.metrics_path(run.workdir)} is missing"
+    elif [r for r in current if r["step"] <= step and not r.get("final")] != records:
+      damage = f"{workdir_lib.metrics_path(run.workdir)} does not match the checkpoint's copy of the log"
+  workdir_lib.write_metrics(run.workdir, run.records + ([run.final] if run.final else []))
+  if damage:
+    print(f"Repaired the log: {damage.rstrip('.')}; rebuilt it from checkpoint step {step} "
+          f"({len(records)} records).", flush=True)
+
+
+def _final_at(workdir, step: int, records: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+  """The log's final record written at ``step`` (None: none, or a damaged log)."""
+  try:
+    records = workdir_lib.read_metrics(workdir) if records is None else records
+  except workdir_lib.MetricsLogError:
+    return None
+  finals = [r for r in records if r.get("final") and r["step"] == step]
+  return finals[-1] if finals else None
 
 
 def train_epoch(run: Run, saved: SavedState, epoch: int, stop: StopRequest) -> tuple[list, list, int]:
@@ -302,25 +389,29 @@ def train_epoch(run: Run, saved: SavedState, epoch: int, stop: StopRequest) -> t
 
 def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[list, list, int]) -> dict[str, Any]:
   """Builds, prints and writes the epoch's record and saves when due, then (when due) redraws the run's plot and
-  generates samples, which come last so that nothing they do can cost the epoch's checkpoint or record."""
+  generates samples, which come last so that nothing they do can cost the epoch's checkpoint or record. A failed
+  background save of an earlier checkpoint is raised first."""
+  run.checkpointer.check()
   config, num_epochs, step = run.config, run.num_epochs, int(saved.state.step)
   record = epoch_record(epoch, saved.nll_sum, saved.tokens, *epoch_steps, config)
   if run.val_batches and is_due(epoch, config.train.eval_every_epochs, num_epochs):
-    evaluation = evaluate_lib.evaluate_batches(run.model, saved.state.params, run.val_batches,
-                                               carry_state=run.carry_state)
-    record.update(evaluation.as_dict("val_"))
+    record.update(validation_metrics(run, saved.state.params))
   run.progress.advance()
   logging_now = is_due(epoch, config.train.log_every_epochs, num_epochs)
   if logging_now:
     record["tokens_per_sec"] = run.throughput.take()
     run.progress.say(progress_line(record, step, num_epochs) + "  " + run.progress.timing())
   record["elapsed_sec"] = run.progress.elapsed()
-  run.writer.write(step, record)
+  run.records.append(run.writer.write(step, record))
+  run.writer.flush()
   if is_due(epoch, config.train.checkpoint_every_epochs, num_epochs):
-    run.save(SavedState(saved.state, epoch=epoch + 1), record.get("val_perplexity", record["train_perplexity"]))
+    run.save(SavedState(saved.state, epoch=epoch + 1), checkpoint_metrics(run, saved.state.params, record))
   if logging_now and run.plot_due(last=epoch == num_epochs):
-    plots.plot_run(workdir_lib.read_metrics(run.workdir), workdir_lib.path(run.workdir) / plots.RUN_PLOT,
-                   title=f"{config.model.cell}, {config.data.corpus}")
+    plot_file = workdir_lib.path(run.workdir) / plots.RUN_PLOT
+    try:
+      plots.plot_run(run.records, plot_file, title=f"{config.model.cell}, {config.data.corpus}")
+    except OSError as e:
+      raise workdir_lib.write_failed(plot_file, e) from e
   if is_due(epoch, config.train.generate_every_epochs, num_epochs):
     try:  # after the checkpoint and record: a failed sample is reported and costs nothing
       samples = {prefix: generate_lib.generate_text(run.model, saved.state.params, run.corpus.vocab, prefix,
@@ -337,52 +428,92 @@ def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[lis
   return record
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
+def validation_metrics(run: Run, params) -> dict[str, Any]:
+  """The validation split's NLL, perplexity and the rest, as ``val_*`` record entries."""
+  evaluation = evaluate_lib.evaluate_batches(run.model, params, run.val_batches, carry_state=run.carry_state)
+  return evaluation.as_dict("val_")
+
+
+def checkpoint_metrics(run: Run, params, record: dict[str, Any]) -> dict[str, float]:
+  """What an end-of-epoch checkpoint is ranked by for "best": its validation perplexity (computed for the
+  checkpoint when the record has none), else, without a validation split, its training perplexity."""
+  if run.val_batches and "val_perplexity" not in record:
+    return checkpoint_lib.metrics_of(validation_metrics(run, params))
+  return checkpoint_lib.metrics_of(record)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop: StopRequest | None = None
+                       ) -> dict[str, Any]:
   """Trains the model a config describes, logging to stdout and ``workdir``; returns the final metrics.
 
   A workdir that holds checkpoints is resumed from the latest one (``config.train.resume``), exactly: same
   parameters, optimizer state, RNG, data position, carried state and epoch sums as if the run had never stopped.
+  SIGINT / SIGTERM before training starts exit at once (status 130 / 143), later they save and exit (status 0);
+  ``stop``: the request object to use (``lstm_jax.main`` passes one holding signals received before this call).
   """
-  run = start_run(config, workdir)
-  workdir_lib.prepare(workdir)
-  primary = jax.process_index() == 0  # in a multi-host job, process 0 owns the workdir's lock and files
-  with workdir_lib.lock(workdir) if primary else contextlib.nullcontext():
-    if not config.train.resume and primary:
-      aside = workdir_lib.set_aside(workdir)
-      if aside is not None:
-        print(f"Starting fresh: earlier checkpoints moved to {aside}", flush=True)
-    if jax.process_count() > 1:  # the others start once process 0 holds the lock and has set earlier runs aside
-      multihost_utils.sync_global_devices("lstm_jax workdir ready")
-    run.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-    try:
-      saved = restore_or_init(run)
-      if primary:
-        workdir_lib.write_config(workdir, config.to_dict(), vocab_size=len(run.corpus.vocab))
-      with metrics_lib.MetricWriter(workdir) as run.writer:
-        return _train_epochs(run, saved)
-    finally:
+  with stop or StopRequest() as stop:
+    stop.exit_if_requested("before training started")
+    run = start_run(config, workdir)
+    stop.exit_if_requested("before training started")
+    workdir_lib.prepare(workdir)
+    primary = jax.process_index() == 0  # in a multi-host job, process 0 owns the workdir's lock and files
+    with workdir_lib.lock(workdir) if primary else contextlib.nullcontext():
+      if not config.train.resume and primary:
+        aside = workdir_lib.set_aside(workdir)
+        if aside is not None:
+          print(f"Starting fresh: earlier checkpoints and logs moved to {aside}", flush=True)
+      if jax.process_count() > 1:  # the others start once process 0 holds the lock and has set earlier runs aside
+        multihost_utils.sync_global_devices("lstm_jax workdir ready")
+      run.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+      try:
+        saved = restore_or_init(run)
+        if primary:
+          workdir_lib.write_config(workdir, config.to_dict(), vocab_size=len(run.corpus.vocab))
+        stop.exit_if_requested("before training started")
+        purge_step = run.last_good_step + 1 if run.last_good_step is not None else None
+        with metrics_lib.MetricWriter(workdir, purge_step=purge_step) as run.writer:
+          summary = _train_epochs(run, saved, stop)
+      except BaseException:
+        with contextlib.suppress(checkpoint_lib.CheckpointError):  # the error above is the news
+          run.checkpointer.close()
+        raise
       run.checkpointer.close()
+      return summary
 
 
-def _train_epochs(run: Run, saved: SavedState) -> dict[str, Any]:
+def _train_epochs(run: Run, saved: SavedState, stop: StopRequest) -> dict[str, Any]:
   config = run.config
   if saved.epoch > run.num_epochs:
-    finished = [r for r in workdir_lib.read_metrics(run.workdir) if "epoch" in r]
-    print(f"Already trained for {run.num_epochs} epochs in {run.workdir}; nothing to do.", flush=True)
-    summary = {**finished[-1], "wall_time_sec": 0.0}
-    run.writer.write_final(int(saved.state.step), summary)
-    return summary
+    return already_trained(run, int(saved.state.step))
   quiet = config.train.quiet or jax.process_index() != 0  # a multi-host job speaks through process 0
   run.progress = progress_lib.Progress(run.num_epochs, done=saved.epoch - 1, quiet=quiet)
   run.ticker = progress_lib.BatchTicker(run.progress, config.train.progress_every_sec)
   summary: dict[str, Any] = {}
-  with StopRequest() as stop:
-    for epoch in range(saved.epoch, run.num_epochs + 1):
-      saved.epoch = epoch
-      epoch_steps = train_epoch(run, saved, epoch, stop)
-      summary = end_of_epoch(run, saved, epoch, epoch_steps)
-      saved = SavedState(saved.state, epoch=epoch + 1, nll_sum=jnp.zeros(()))
+  for epoch in range(saved.epoch, run.num_epochs + 1):
+    saved.epoch = epoch
+    epoch_steps = train_epoch(run, saved, epoch, stop)
+    summary = end_of_epoch(run, saved, epoch, epoch_steps)
+    saved = SavedState(saved.state, epoch=epoch + 1, nll_sum=jnp.zeros(()))
   summary["wall_time_sec"] = run.progress.elapsed()
   run.checkpointer.wait()
   run.writer.write_final(int(saved.state.step), summary, config.to_dict())
+  return summary
+
+
+def already_trained(run: Run, step: int) -> dict[str, Any]:
+  """A rerun of a finished run: its final record as it stands (its wall time kept), or, when the log lost it,
+  one rebuilt from the last epoch's record (that session's time so far)."""
+  done = f"Already trained for {run.num_epochs} epochs in {run.workdir}; nothing to do"
+  if run.final is not None:
+    print(f"{done}.", flush=True)
+    return {k: v for k, v in run.final.items() if k not in ("step", "final")}
+  epochs = [r for r in run.records if "epoch" in r and not r.get("final")]
+  if not epochs:
+    print(f"{done} (its {workdir_lib.METRICS_FILE} is gone and checkpoint step {step} holds no copy of it).",
+          flush=True)
+    return {}
+  summary = {k: v for k, v in epochs[-1].items() if k != "step"}
+  summary["wall_time_sec"] = summary.get("elapsed_sec", 0.0)
+  run.writer.write_final(step, summary, run.config.to_dict())
+  print(f"{done} but write its missing final record (wall time from its last epoch's record).", flush=True)
   return summary

@@ -8,7 +8,7 @@ A workdir holds::
     tensorboard/      event files (``lstm_jax.metrics``)
     perplexity.png    the run's curve (``lstm_jax.plots``)
     .lock             host and pid of the training that holds the workdir (``lock``)
-    previous-*/       what ``train.resume=False`` set aside (never deleted)
+    previous-*/       what ``train.resume=False`` or a restart from scratch set aside (never deleted)
 
 Paths go through ``etils.epath`` (orbax's own path type), so ``gs://bucket/run`` and other URIs reach orbax and
 the writers unchanged while local paths behave as ``pathlib`` ones.
@@ -23,6 +23,11 @@ import socket
 import time
 from typing import Any, Iterator
 
+try:
+  import fcntl
+except ImportError:  # not on Windows: the lock falls back to an exclusive create
+  fcntl = None
+
 from etils import epath
 
 CONFIG_FILE = "config.json"
@@ -31,6 +36,38 @@ CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 
 PathLike = str | epath.PathLike
+
+
+class WriteError(OSError):
+  """A file of the workdir cannot be written; the message names it, the cause and what to do."""
+
+
+class MetricsLogError(ValueError):
+  """``metrics.jsonl`` holds a line that is not a record; the message names the file and the line."""
+
+
+def write_failed(file: Any, error: OSError) -> WriteError:
+  """``error`` (disk full, no permission) as one line that names ``file`` and how to go on."""
+  reason = error.strerror or str(error) or type(error).__name__
+  failure = WriteError(f"Cannot write {file} ({reason}); free space or fix the permissions there, then rerun the same "
+                       f"command: the run resumes from its last checkpoint.")
+  failure.errno = error.errno
+  return failure
+
+
+def write_text(file: epath.Path, text: str, atomic: bool = False) -> None:
+  """Writes ``text`` to ``file`` (``atomic``: through a temporary file renamed over it, so a failure leaves the
+  old file whole); an ``OSError`` becomes a ``WriteError`` naming the file."""
+  target = file.with_name(file.name + ".tmp") if atomic else file
+  try:
+    target.write_text(text)
+    if atomic:
+      target.replace(file)
+  except OSError as e:
+    if atomic:
+      with contextlib.suppress(OSError):
+        target.unlink()
+    raise write_failed(file, e) from e
 
 
 def path(workdir: PathLike) -> epath.Path:
@@ -68,13 +105,19 @@ def prepare(workdir: PathLike) -> epath.Path:
 def write_config(workdir: PathLike, config_dict: dict[str, Any], **extra: Any) -> None:
   """Writes ``config.json``: the resolved config and facts of the data (``vocab_size``, ...)."""
   resolved = {"config": config_dict, **extra}
-  (path(workdir) / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False, default=str))
+  write_text(path(workdir) / CONFIG_FILE, json.dumps(resolved, indent=2, ensure_ascii=False, default=str),
+             atomic=True)
 
 
 def read_config(workdir: PathLike) -> dict[str, Any] | None:
   """The ``config`` dict of ``config.json``, or None when there is none."""
   file = path(workdir) / CONFIG_FILE
-  return json.loads(file.read_text())["config"] if file.exists() else None
+  if not file.exists():
+    return None
+  try:
+    return json.loads(file.read_text())["config"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{file} is not a config this project wrote ({type(e).__name__}: {e}).") from e
 
 
 def metrics_path(workdir: PathLike) -> epath.Path:
@@ -82,11 +125,32 @@ def metrics_path(workdir: PathLike) -> epath.Path:
 
 
 def read_metrics(workdir: PathLike) -> list[dict[str, Any]]:
-  """Every record of ``metrics.jsonl`` (empty when there is none)."""
+  """Every record of ``metrics.jsonl`` (empty when there is none); a line that is not a JSON object with a
+  ``step`` raises ``MetricsLogError`` naming the file and the line."""
   file = metrics_path(workdir)
   if not file.exists():
     return []
-  return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+  records = []
+  for number, line in enumerate(file.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+    if line.strip():
+      records.append(_parse_record(file, number, line))
+  return records
+
+
+def _parse_record(file: epath.Path, number: int, line: str) -> dict[str, Any]:
+  try:
+    record = json.loads(line)
+  except ValueError as e:
+    raise MetricsLogError(f"{file} line {number} is not a JSON record ({e}): it was cut short or damaged.") from e
+  if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+    raise MetricsLogError(f"{file} line {number} is not a record of this project (no integer \"step\").")
+  return record
+
+
+def write_metrics(workdir: PathLike, records: list[dict[str, Any]]) -> None:
+  """Replaces ``metrics.jsonl`` with ``records`` (atomically: a failure leaves the old file whole)."""
+  write_text(metrics_path(workdir), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+             atomic=True)
 
 
 def final_record(workdir: PathLike) -> dict[str, Any] | None:
@@ -101,11 +165,16 @@ def is_finished(workdir: PathLike) -> bool:
 
 
 def truncate_metrics(workdir: PathLike, last_step: int) -> None:
-  """On resume, drops records logged after the checkpoint, so the log reads as if the run never stopped."""
-  file = metrics_path(workdir)
-  if file.exists():
-    kept = [r for r in read_metrics(workdir) if r["step"] <= last_step and "final" not in r]
-    file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+  """On resume, drops records logged after the checkpoint, so the log reads as if the run never stopped (for
+  checkpoints that hold no copy of the log; others rebuild it with ``write_metrics``). A damaged line raises
+  ``MetricsLogError`` naming it."""
+  if metrics_path(workdir).exists():
+    try:
+      kept = [r for r in read_metrics(workdir) if r["step"] <= last_step and "final" not in r]
+    except MetricsLogError as e:
+      raise MetricsLogError(f"{e} Its checkpoint holds no copy of the log to repair it from: delete that line (and "
+                            f"any after it) and rerun.") from e
+    write_metrics(workdir, kept)
 
 
 def clear_metrics(workdir: PathLike) -> None:
@@ -115,18 +184,44 @@ def clear_metrics(workdir: PathLike) -> None:
     file.unlink()
 
 
-def set_aside(workdir: PathLike) -> epath.Path | None:
-  """``train.resume=False``: moves earlier checkpoints and metrics into ``previous-<time>/`` (never deletes them);
-  returns that folder, or None when there was nothing to move."""
-  root, old = path(workdir), path(workdir) / CHECKPOINTS_DIR
-  if not (old.exists() and any(old.iterdir())):
+SET_ASIDE = (CHECKPOINTS_DIR, METRICS_FILE, TENSORBOARD_DIR, "perplexity.png")
+
+
+def set_aside(workdir: PathLike, what: tuple[str, ...] = SET_ASIDE) -> epath.Path | None:
+  """Moves an earlier run's files (``what`` of: checkpoints, metrics, TensorBoard events, plot) into
+  ``previous-<time>/`` (never deletes them); returns that folder, or None when there was nothing to move. Used by
+  ``train.resume=False`` and by a run that restarts from scratch (no checkpoint) over an earlier attempt's log."""
+  root = path(workdir)
+  found = [root / name for name in what if (root / name).exists()]
+  found = [p for p in found if not (p.is_dir() and not any(p.iterdir()))]
+  if not found:
     return None
-  aside = root / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
-  aside.mkdir()
-  old.rename(aside / old.name)
-  if metrics_path(workdir).exists():
-    metrics_path(workdir).rename(aside / METRICS_FILE)
+  stamp = time.strftime('%Y%m%d-%H%M%S')
+  aside = root / f"previous-{stamp}"
+  for suffix in range(1, 100):
+    if not aside.exists():
+      break
+    aside = root / f"previous-{stamp}-{suffix}"
+  try:
+    aside.mkdir()
+    for item in found:
+      item.rename(aside / item.name)
+  except OSError as e:
+    raise write_failed(aside, e) from e
   return aside
+
+
+def set_aside_step(workdir: PathLike, step: int) -> epath.Path:
+  """Moves one step directory ``checkpoints/<step>`` into ``previous-<time>/checkpoints/`` (never deletes it);
+  returns where it went."""
+  source = checkpoint_dir(workdir) / str(step)
+  target = path(workdir) / f"previous-{time.strftime('%Y%m%d-%H%M%S')}" / CHECKPOINTS_DIR / str(step)
+  try:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source.rename(target)
+  except OSError as e:
+    raise write_failed(target, e) from e
+  return target
 
 
 LOCK_FILE = ".lock"
@@ -146,43 +241,90 @@ def _alive(pid: int) -> bool:
   return True
 
 
-def _try_create(file: epath.Path, content: str) -> bool:
-  """Creates ``file`` only if it does not exist (atomically for local paths); returns whether it did."""
-  if is_uri(file):
-    if file.exists():
-      return False
-    file.write_text(content)
-    return True
+def _holder(text: str) -> dict[str, Any]:
   try:
-    descriptor = os.open(str(file), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-  except FileExistsError:
-    return False
-  with os.fdopen(descriptor, "w") as f:
-    f.write(content)
-  return True
+    holder = json.loads(text or "{}")
+  except ValueError:
+    holder = {}
+  return holder if isinstance(holder, dict) else {}
+
+
+def _check_holder(workdir: PathLike, file: epath.Path, holder: dict[str, Any], me: dict[str, Any]) -> None:
+  """Raises ``WorkdirBusy`` unless the lock file's recorded ``holder`` is gone (none, or a dead process of this
+  host: said in one line)."""
+  if not holder or holder == me:
+    return
+  host, pid = holder.get("host", "?"), holder.get("pid", -1)
+  if host != me["host"]:
+    raise WorkdirBusy(f"Workdir {workdir} is held by process {pid} on host {host} ({file}); wait for that run, "
+                      f"pass another --workdir, or delete {file} if that run is dead.")
+  if isinstance(pid, int) and pid > 0 and _alive(pid):
+    raise WorkdirBusy(f"Workdir {workdir} is in use by process {pid} on this host ({host}), says its lock {file}; "
+                      f"wait for it to finish or pass another --workdir. If no training runs there (the process "
+                      f"that wrote the lock died and its pid was reused), delete {file}.")
+  print(f"Taking over the stale lock of process {pid} on {host} (no longer running) in {workdir}.", flush=True)
+
+
+def _write_lock(descriptor: int, file: epath.Path, me: dict[str, Any]) -> None:
+  try:
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, json.dumps(me).encode(), 0)
+  except OSError as e:
+    raise write_failed(file, e) from e
 
 
 @contextlib.contextmanager
-def lock(workdir: PathLike) -> Iterator[None]:
-  """Holds ``<workdir>/.lock`` (this host and pid) while a training writes the workdir; released on exit. A lock
-  left by a dead process of this host is taken over with a message; a live holder raises ``WorkdirBusy``."""
-  file = path(workdir) / LOCK_FILE
-  me = {"host": socket.gethostname(), "pid": os.getpid()}
-  for _ in range(2):
-    if _try_create(file, json.dumps(me)):
-      break
+def _flock(workdir: PathLike, file: epath.Path, me: dict[str, Any]) -> Iterator[None]:
+  """The lock of a local workdir: ``fcntl.flock`` on ``file``, which holds the holder's host and pid for the
+  messages. The kernel drops a dead process's flock, so taking over a stale lock is free of races; the file is
+  removed on release while still locked, and a taker that locked a removed file retries."""
+  for _ in range(10):
     try:
-      holder = json.loads(file.read_text() or "{}")
-    except (OSError, ValueError):
-      holder = {}
-    host, pid = holder.get("host", "?"), holder.get("pid", -1)
-    if host != me["host"]:
-      raise WorkdirBusy(f"Workdir {workdir} is held by process {pid} on host {host} ({file}); wait for that run, "
-                        f"pass another --workdir, or delete {file} if that run is dead.")
-    if isinstance(pid, int) and pid > 0 and _alive(pid):
-      raise WorkdirBusy(f"Workdir {workdir} is in use by process {pid} on this host ({host}); wait for it to "
-                        f"finish or pass another --workdir.")
-    print(f"Taking over the stale lock of process {pid} on {host} (no longer running) in {workdir}.", flush=True)
+      descriptor = os.open(str(file), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise write_failed(file, e) from e
+    try:
+      fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _holder(os.pread(descriptor, 4096, 0).decode(errors="replace"))
+      os.close(descriptor)
+      pid = holder.get("pid", "?")
+      raise WorkdirBusy(f"Workdir {workdir} is in use by process {pid} on this host ({holder.get('host', '?')}), "
+                        f"which holds its lock {file}; wait for it to finish or pass another --workdir.") from None
+    try:
+      same = os.fstat(descriptor).st_ino == os.stat(str(file)).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:
+      break
+    os.close(descriptor)  # the holder removed that file between our open and lock: take the new one
+  else:
+    raise WorkdirBusy(f"Workdir {workdir} lock {file} could not be taken; pass another --workdir.")
+  try:
+    _check_holder(workdir, file, _holder(os.pread(descriptor, 4096, 0).decode(errors="replace")), me)
+    _write_lock(descriptor, file, me)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      if os.fstat(descriptor).st_size == 0 or _holder(os.pread(descriptor, 4096, 0).decode()) == me:
+        os.unlink(str(file))  # no empty lock left behind
+    os.close(descriptor)
+    raise
+  try:
+    yield
+  finally:
+    with contextlib.suppress(OSError):
+      os.unlink(str(file))
+    os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _exclusive_create(workdir: PathLike, file: epath.Path, me: dict[str, Any]) -> Iterator[None]:
+  """The lock of a remote workdir (``gs://``): a lock file created if absent (best effort: not atomic there)."""
+  for _ in range(2):
+    if not file.exists():
+      file.write_text(json.dumps(me))
+      break
+    _check_holder(workdir, file, _holder(file.read_text()), me)
     file.unlink()
   else:
     raise WorkdirBusy(f"Workdir {workdir} lock {file} could not be taken; pass another --workdir.")
@@ -192,3 +334,14 @@ def lock(workdir: PathLike) -> Iterator[None]:
     with contextlib.suppress(OSError, ValueError):
       if json.loads(file.read_text()) == me:
         file.unlink()
+
+
+def lock(workdir: PathLike):
+  """Holds ``<workdir>/.lock`` (this host and pid) while a training writes the workdir; released on exit. A live
+  holder raises ``WorkdirBusy`` naming it; a lock left by a dead process of this host is taken over with a
+  message; a lock that cannot be written (disk full) is one ``WriteError`` naming it and leaves no file."""
+  file = path(workdir) / LOCK_FILE
+  me = {"host": socket.gethostname(), "pid": os.getpid()}
+  if is_uri(workdir) or fcntl is None:
+    return _exclusive_create(workdir, file, me)
+  return _flock(workdir, file, me)

@@ -86,3 +86,29 @@ def test_batch_ticker_speaks_at_most_every_interval(capsys):
   assert not ticker.due()
   assert "epoch 1/3  batch 50/100  step 50  loss 2.0000" in capsys.readouterr().out
   assert not progress.BatchTicker(progress.Progress(3, quiet=True, clock=lambda: 1e9), 1.0).due()
+
+
+def test_each_flush_puts_the_epochs_scalars_on_disk_before_close(tmp_path):
+  writer = metrics.MetricWriter(tmp_path)
+  writer.write(8, {"epoch": 1, "train_perplexity": 12.2})
+  writer.flush()
+  assert "train/perplexity" in _tags(tmp_path / "tensorboard")  # read while the writer is still open
+  writer.close()
+
+
+def test_a_full_disk_under_tensorboard_is_one_error_naming_the_events_file_at_once(tmp_path, monkeypatch):
+  import errno
+  import time
+  from tensorboardX.event_file_writer import EventsWriter
+
+  def full(self, *args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  writer = metrics.MetricWriter(tmp_path)
+  monkeypatch.setattr(EventsWriter, "write_event", full)
+  start = time.monotonic()
+  with pytest.raises(workdir.WriteError, match=r"Cannot write .*tensorboard/events\.out\.tfevents\.\S+ \(No space "
+                                               r"left on device\); free space"):
+    writer.write(8, {"epoch": 1, "train_perplexity": 12.2})
+  assert time.monotonic() - start < 5
+  writer.close()

@@ -59,3 +59,72 @@ def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
   blocker.write_text("")
   with pytest.raises(OSError, match="cannot be created or written"):
     workdir.prepare(blocker / "run")
+
+
+def test_a_lock_that_cannot_be_written_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+  import errno
+
+  def full(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(workdir.os, "pwrite", full)
+  with pytest.raises(workdir.WriteError, match=r"Cannot write .*\.lock \(No space left on device\)"):
+    with workdir.lock(tmp_path):
+      pass
+  assert not (tmp_path / ".lock").exists()
+
+
+def test_a_lock_whose_pid_was_reused_names_the_file_to_delete(tmp_path):
+  import socket
+  lock_file = tmp_path / ".lock"
+  lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))  # alive, not a training
+  with pytest.raises(workdir.WorkdirBusy, match=rf"pid was reused\), delete {lock_file}"):
+    with workdir.lock(tmp_path):
+      pass
+  assert lock_file.exists()
+
+
+def test_a_dead_holders_lock_is_taken_over_and_removed_on_release(tmp_path, capsys):
+  import socket
+  import subprocess
+  import sys
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                        text=True).stdout.strip()
+  (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
+  with workdir.lock(tmp_path):
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+  assert "Taking over the stale lock" in capsys.readouterr().out and not (tmp_path / ".lock").exists()
+
+
+def _take(directory, barrier, held):
+  barrier.wait()
+  try:
+    with workdir.lock(directory):
+      held.append(os.getpid())
+      import time
+      time.sleep(0.5)
+  except workdir.WorkdirBusy:
+    pass
+
+
+def test_processes_taking_over_one_stale_lock_at_once_never_both_hold_it(tmp_path):
+  import multiprocessing
+  import socket
+  context = multiprocessing.get_context("spawn")
+  for _ in range(3):
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2 ** 22 + 7}))  # no such pid
+    with context.Manager() as manager:
+      barrier, held = manager.Barrier(6), manager.list()
+      takers = [context.Process(target=_take, args=(str(tmp_path), barrier, held)) for _ in range(6)]
+      for taker in takers:
+        taker.start()
+      for taker in takers:
+        taker.join(60)
+      assert len(held) == 1
+
+
+def test_a_live_holder_is_named_with_its_lock_file(tmp_path):
+  with workdir.lock(tmp_path):
+    with pytest.raises(workdir.WorkdirBusy, match=rf"process {os.getpid()} .*holds its lock {tmp_path / '.lock'}"):
+      with workdir.lock(tmp_path):
+        pass

@@ -24,6 +24,7 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
+  checkpoint_lib.quiet_background_errors()
   with run_inputs.one_line_errors():
     model, params, vocab, config = checkpoint_lib.load_params(_WORKDIR.value, run_inputs.parse_step(_STEP.value))
     if _TEXT_FILE.value:

@@ -25,6 +25,7 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
+  checkpoint_lib.quiet_background_errors()
   with run_inputs.one_line_errors():
     model, params, vocab, config = checkpoint_lib.load_params(_WORKDIR.value, run_inputs.parse_step(_STEP.value))
     prefixes = run_inputs.check_decoding(vocab, _PREFIX.value, _NUM_TOKENS.value, _METHOD.value, _TEMPERATURE.value,

@@ -23,8 +23,12 @@ def workdir_of(runs_dir: pathlib.Path, row: Row, seed: int) -> pathlib.Path:
 
 def read_run(workdir: pathlib.Path) -> dict[str, Any] | None:
   """A finished run's per-epoch records, final summary, training time and ``date`` (UTC, of its metrics file's last
-  write), or None when it has not finished."""
-  records = workdir_lib.read_metrics(workdir)
+  write), or None when it has not finished (or its log is damaged: said in one line)."""
+  try:
+    records = workdir_lib.read_metrics(workdir)
+  except workdir_lib.MetricsLogError as e:  # resuming the run rebuilds its log from its checkpoint
+    print(f"warning: {e} The run counts as unfinished.", flush=True)
+    return None
   final = [r for r in records if r.get("final")]
   if not final:
     return None
