@@ -4,20 +4,8 @@ Set ``LSTM_JAX_DISTRIBUTED=1`` on every process of a multi-host job (``lstm_jax.
 Any config field can be overridden with ``--config.section.field=value``; unknown fields are an error.
 """
 
-import os
 import signal
 import sys
-import threading
-import time
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-FLAGS = flags.FLAGS
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, config.json and checkpoints.")
-config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:variant]).",
-                                lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
 
 _STOP_SIGNALS: list[str] = []  # SIGINT / SIGTERM received before the training's own handlers are in place
 
@@ -25,6 +13,29 @@ _STOP_SIGNALS: list[str] = []  # SIGINT / SIGTERM received before the training's
 def _record_stop(signum, frame):
   del frame
   _STOP_SIGNALS.append(signal.Signals(signum).name)
+
+
+def _install_stop_handlers() -> None:
+  """From here on a stop request is a flag the training reads (it exits with one line, or saves)."""
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, _record_stop)
+
+
+if __name__ == "__main__":  # python -m lstm_jax.main: before the imports below, so Ctrl-C at any moment is one line
+  _install_stop_handlers()
+
+import os  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, config.json and checkpoints.")
+config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:variant]).",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _exit(status: int, message: str) -> None:
@@ -95,8 +106,7 @@ def parse_flags(argv):
 
 
 def run():
-  for sig in (signal.SIGINT, signal.SIGTERM):  # from here on a stop request is a flag the training reads
-    signal.signal(sig, _record_stop)
+  _install_stop_handlers()
   app.run(main, flags_parser=parse_flags)
 
 
