@@ -25,31 +25,17 @@ if __name__ == "__main__":  # python -m lstm_jax.main: before the imports below,
   _install_stop_handlers()
 
 import os  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from lstm_jax.commands import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, config.json and checkpoints.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:variant]).",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _exit(status: int, message: str) -> None:
-  """Prints ``message`` (one line) and exits; when a background thread of a failed checkpoint write would hold
-  the exit (orbax waits up to its timeout for signals that never come), it exits without waiting for it."""
-  print(message, file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-  deadline = time.monotonic() + 5.0
-  for thread in others:
-    thread.join(max(0.0, deadline - time.monotonic()))
-  if any(thread.is_alive() for thread in others):
-    os._exit(status)
-  sys.exit(status)
 
 
 def main(argv):
@@ -69,9 +55,9 @@ def main(argv):
   try:
     summary = train.train_and_evaluate(FLAGS.config, _WORKDIR.value, stop=train.StopRequest(_STOP_SIGNALS))
   except validation.ConfigError as e:
-    _exit(2, f"error: {e}")
+    common.exit_with(2, f"error: {e}")
   except (train.NonFiniteLossError, checkpoint.CheckpointError, corpora.CorpusError, OSError, ValueError) as e:
-    _exit(1, f"error: {e}")
+    common.exit_with(1, f"error: {e}")
   if jax.process_index() != 0 or "train_perplexity" not in summary:  # a multi-host job reports through process 0
     return
   print(f"final training perplexity {summary['train_perplexity']:.4f}"
@@ -79,35 +65,9 @@ def main(argv):
         + f", wall time {summary['wall_time_sec']:.1f} s", flush=True)
 
 
-def _unknown_override(argv) -> str | None:
-  """The first ``--config.PATH=...`` whose PATH names no config field, as a one-line hint (None: all known)."""
-  from lstm_jax import config as config_lib  # noqa: PLC0415
-  fields = set(config_lib.field_paths())
-  for arg in argv[1:]:
-    if arg.startswith("--config.") and "=" in arg:
-      path = arg[len("--config."):].split("=", 1)[0]
-      if path not in fields and not any(f.startswith(path + ".") for f in fields):
-        return config_lib.suggest_field(path)
-  return None
-
-
-def parse_flags(argv):
-  """absl's parser, with a wrong ``--config.x=y`` reported as one clear line (exit status 2) instead of a traceback."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f"{e}\nPass --helpfull to list the flags.", file=sys.stderr)
-    sys.exit(2)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    message = _unknown_override(argv) or str(e).strip("'\"").replace("\\n", " ").replace("\n", " ")
-    end = "" if message.endswith((".", "?")) else "."
-    print(f"Bad config override: {message}{end} Override fields as --config.section.field=value.", file=sys.stderr)
-    sys.exit(2)
-
-
 def run():
   _install_stop_handlers()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

@@ -209,3 +209,12 @@ def run_matrix(targets: list[str], workloads: list[str], timeout: float, print_f
     print_fn(f"{case.workload} {case.cell} {case.recurrence} {case.dtype} {case.target}: {outcome.cell()}{estimate}")
     results.append((case, outcome))
   return markdown_table(results, targets, timeout), all(o.status == "ok" for _, o in results)
+
+
+def estimate_table(chip_names=("h100", "v5e", "v6e")) -> str:
+  """The step-time model's estimates (``lstm_jax.estimates``) of the LSTM at the matrix's workloads, dated today."""
+  import datetime  # noqa: PLC0415
+  from lstm_jax.estimates import step_time  # noqa: PLC0415
+  shapes = {name: step_time.Shape("lstm", w.num_layers, w.hidden, w.batch, w.steps) for name, w in WORKLOADS.items()}
+  return step_time.markdown_table(shapes, list(chip_names), datetime.date.today().isoformat())
+

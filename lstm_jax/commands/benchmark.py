@@ -17,16 +17,12 @@ _ROUNDS = flags.DEFINE_integer("rounds", 0, "Interleaved timing rounds (0: 7, or
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Also write the Markdown table to this file.")
 _THREADS = flags.DEFINE_integer("threads", 0, "PyTorch threads (0: the cores this process may use).")
 _PROFILE = flags.DEFINE_bool("profile", False, "Also print HLO op counts per scan step of the W1 scratch steps.")
-_LOWER_ONLY = flags.DEFINE_bool("lower_only", False, "Only lower the accelerator train steps (jax.export) and report "
-                                "their custom calls; exits non-zero if one fails.")
+_LOWER_ONLY = flags.DEFINE_bool("lower_only", False, "Only lower the accelerator steps (jax.export); 1 if one fails.")
 _PLATFORMS = flags.DEFINE_list("platforms", ["cuda", "tpu"], "Platforms for --lower_only.")
-_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only compile the train steps for --targets (needs the aot "
-                                  "extra): the compile matrix.")
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only compile the train steps for --targets (aot extra).")
 _TARGETS = flags.DEFINE_list("targets", ["h100", "v5e:1x1", "v6e:1x1"], "Targets for --compile_only.")
-_ESTIMATES = flags.DEFINE_bool("estimates", False, "Only print the step-time model's estimates (lstm_jax.estimates) "
-                                "for W1, W2, W4 and W5 on h100, v5e and v6e, every candidate recurrence: no compile.")
-_CASE_TIMEOUT = flags.DEFINE_float("case_timeout", 120.0, "--compile_only: seconds before a case is reported as a "
-                                   "timeout.", lower_bound=1.0)
+_ESTIMATES = flags.DEFINE_bool("estimates", False, "Only print the estimates table (lstm_jax.estimates; no compile).")
+_CASE_TIMEOUT = flags.DEFINE_float("case_timeout", 120.0, "--compile_only: seconds before a case times out.")
 
 
 def _write(report: str) -> None:
@@ -41,16 +37,10 @@ def main(argv):
   if _LOWER_ONLY.value:
     from lstm_jax.benchmarks import lowering  # noqa: PLC0415
     lines, ok = lowering.lowering_report(_PLATFORMS.value)
-    print("\n".join(lines))
-    raise SystemExit(0 if ok else 1)
+    raise SystemExit(print("\n".join(lines)) or (0 if ok else 1))
   if _ESTIMATES.value:
-    import datetime  # noqa: PLC0415
     from lstm_jax.benchmarks import compile_matrix  # noqa: PLC0415
-    from lstm_jax.estimates import step_time  # noqa: PLC0415
-    shapes = {name: step_time.Shape("lstm", w.num_layers, w.hidden, w.batch, w.steps)
-              for name, w in compile_matrix.WORKLOADS.items()}
-    _write(step_time.markdown_table(shapes, ["h100", "v5e", "v6e"], datetime.date.today().isoformat()))
-    return
+    return _write(compile_matrix.estimate_table())
   if _COMPILE_ONLY.value:
     from lstm_jax.benchmarks import compile_matrix  # noqa: PLC0415
     workloads = _WORKLOADS.value if flags.FLAGS["workloads"].present else list(compile_matrix.DEFAULT_WORKLOADS)
