@@ -18,11 +18,13 @@ def test_the_pallas_train_step_lowers_with_its_kernel(platform):
 
 
 def test_a_vmapped_population_step_is_one_launch_per_kernel_with_the_members_in_the_grid():
-  """Population training (``jax.vmap`` over members) runs each kernel once for all K members, not K times."""
+  """Population training (``jax.vmap`` over members) runs each kernel once for all K members, not K times: on a GPU
+  the LSTM's persistent kernels get the members as a second grid axis (P programs x K members, each member with its
+  own barrier counter)."""
   module = lowering.lowered_train_step("cuda", members=3)
   launches = re.findall(r"custom_call @__gpu\$xla\.gpu\.triton.*", module)
   assert len(launches) == 2  # the forward kernel and the reverse kernel
-  assert all("grid_z = 3" in launch for launch in launches)
+  assert all("lstm_persistent" in launch and "grid_y = 3" in launch for launch in launches)
 
 
 def test_the_lowering_report_names_every_implementation_and_platform():
