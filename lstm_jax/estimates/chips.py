@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 
 US = 1e-6
 
@@ -73,8 +72,6 @@ ASSUMPTIONS = {
     "tpu_grid_step_s": Assumption(
         0.35 * US, 0.1 * US, 1.0 * US, "s per grid step",
         "a Pallas TPU grid step's fixed cost (Pallas TPU docs: ~0.35 us per grid step)"),
-    "tpu_clock_hz": Assumption(
-        0, 0, 0, "Hz", "per chip below (TpuChip.clock_hz): Google publishes peak FLOP/s, not clocks"),
 }
 
 
@@ -104,7 +101,8 @@ class GpuChip:
 
 @dataclasses.dataclass(frozen=True)
 class TpuChip:
-  """A TPU's published figures per TensorCore (``jax/_src/tpu_info.py``) and its clock (an assumption)."""
+  """A TPU's published figures per TensorCore (``jax/_src/tpu_info.py``) and its clock (an assumption: Google
+  publishes peak FLOP/s, not clocks; ``clock_range`` is its plausible range)."""
   name: str
   bf16_flops: float
   hbm_bytes_per_s: float
@@ -153,11 +151,8 @@ def from_device_kind(device_kind: str) -> str | None:
 def current(platform: str) -> tuple[str, bool]:
   """(chip name, known) for ``platform`` ("gpu" / "tpu"): the default device's chip (``jax.default_device`` when
   set, as ``lstm-jax-compile`` sets it per target), else ``REFERENCE[platform]`` with ``known`` False."""
-  device = jax.config.jax_default_device
-  try:
-    device = device if device is not None and not isinstance(device, str) else jax.devices()[0]
-  except RuntimeError:
-    device = None
+  from lstm_jax.kernels import layout  # noqa: PLC0415
+  device = layout.default_device()
   if device is not None and _platform_of(device) == platform:
     name = from_device_kind(device.device_kind)
     if name is not None:
@@ -173,9 +168,7 @@ def table() -> list[str]:
   """Markdown rows of every assumption: name, value, range, unit, source."""
   rows = ["| assumption | value | range | unit | source |", "|---|---|---|---|---|"]
   for name, a in ASSUMPTIONS.items():
-    if a.unit == "Hz":
-      continue
-    scale, shown = (1e6, "us") if a.unit.startswith("s ") else (1, a.unit)
-    shown = a.unit.replace("s ", "us ", 1) if a.unit.startswith("s ") else a.unit
+    seconds = a.unit.startswith("s ")
+    scale, shown = (1e6, a.unit.replace("s ", "us ", 1)) if seconds else (1, a.unit)
     rows.append(f"| {name} | {a.value * scale:g} | {a.low * scale:g}-{a.high * scale:g} | {shown} | {a.source} |")
   return rows

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 BACKENDS = ("triton", "tpu")
@@ -57,6 +58,18 @@ def round_up(n: int, m: int) -> int:
 
 def next_pow2(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
+
+
+def default_device():
+  """The device programs are built for: ``jax.default_device``'s when set (``lstm-jax-compile`` sets a compile-only
+  target's), else the first device; None when no backend answers."""
+  device = jax.config.jax_default_device
+  if device is not None and not isinstance(device, str):
+    return device
+  try:
+    return jax.devices()[0]
+  except RuntimeError:
+    return None
 
 
 def tpu_vmem_bytes() -> int:

@@ -82,12 +82,7 @@ class Plan(NamedTuple):
 
 def device_sms() -> int:
   """The SM count of the default device (``core_count``), or ``DEFAULT_SMS`` where it has none."""
-  device = jax.config.jax_default_device
-  try:
-    device = device if device is not None and not isinstance(device, str) else jax.devices()[0]
-  except RuntimeError:
-    return DEFAULT_SMS
-  return int(getattr(device, "core_count", 0) or DEFAULT_SMS)
+  return int(getattr(layout_lib.default_device(), "core_count", 0) or DEFAULT_SMS)
 
 
 def plan(T: int, B: int, H: int, matmul_dtype="float32", sms: int | None = None) -> Plan | None:
