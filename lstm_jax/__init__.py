@@ -10,19 +10,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lstm_jax import _moved
+
 __version__ = "0.3.0"
 
 _PUBLIC = {
-    "LanguageModel": ("lstm_jax.model", "LanguageModel"),
+    "LanguageModel": ("lstm_jax.models.scratch", "LanguageModel"),
     "LSTMCarry": ("lstm_jax.cells.lstm", "LSTMCarry"),
     "default_config": ("lstm_jax.config", "default_config"),
-    "from_config": ("lstm_jax.models", "from_config"),
-    "train_and_evaluate": ("lstm_jax.train", "train_and_evaluate"),
-    "load_params": ("lstm_jax.checkpoint", "load_params"),
-    "generate_text": ("lstm_jax.generate", "generate_text"),
-    "evaluate_ids": ("lstm_jax.evaluate", "evaluate_ids"),
+    "from_config": ("lstm_jax.models.factory", "from_config"),
+    "train_and_evaluate": ("lstm_jax.train.loop", "train_and_evaluate"),
+    "load_params": ("lstm_jax.train.checkpoint", "load_params"),
+    "generate_text": ("lstm_jax.train.generate", "generate_text"),
+    "evaluate_ids": ("lstm_jax.train.evaluate", "evaluate_ids"),
 }
 __all__ = ["__version__", *_PUBLIC]
+
+_moved.install()
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,6 @@
 """Entry point: ``python -m lstm_jax.main --config experiments/timemachine_lstm.py --workdir runs/tm``.
 
-Set ``LSTM_JAX_DISTRIBUTED=1`` on every process of a multi-host job (``lstm_jax.multihost``).
+Set ``LSTM_JAX_DISTRIBUTED=1`` on every process of a multi-host job (``lstm_jax.train.multihost``).
 Any config field can be overridden with ``--config.section.field=value``; unknown fields are an error.
 """
 
@@ -42,8 +42,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import jax  # noqa: PLC0415  after flag parsing, so --help is fast and Ctrl-C meets the stop handler early
-  from lstm_jax import checkpoint, multihost, train, validation
   from lstm_jax.data import corpora
+  from lstm_jax.train import checkpoint
+  from lstm_jax.train import loop as train
+  from lstm_jax.train import multihost
+  from lstm_jax.train import validation
   try:
     multihost.initialize_if_asked(os.environ)
   except ValueError as e:

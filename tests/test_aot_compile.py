@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import model as model_lib
 from lstm_jax.aot import check
 from lstm_jax.aot import compile as compile_lib
 from lstm_jax.aot import targets as targets_lib
 from lstm_jax.benchmarks import compile_matrix, train_step
 from lstm_jax.data import corpora
+from lstm_jax.models import scratch as model_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "experiments" / "timemachine_lstm.py")

@@ -66,8 +66,8 @@ def test_ratios_divide_by_the_pytorch_and_the_cudnn_rows_round_by_round():
 
 
 def test_implementations_are_chosen_by_name_and_unknown_names_are_refused(monkeypatch):
-  from lstm_jax import cudnn_model
   from lstm_jax.interop import cudnn
+  from lstm_jax.models import cudnn as cudnn_model
 
   tiny = benchmark.WORKLOADS["tiny"]
   assert benchmark.cudnn_train_runner(tiny) is None or cudnn.cudnn_available()  # no row where cuDNN cannot run

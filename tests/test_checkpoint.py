@@ -12,10 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import config as config_lib
-from lstm_jax import workdir as workdir_lib
-from lstm_jax import evaluate, generate, train
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import evaluate
+from lstm_jax.train import generate
+from lstm_jax.train import loop as train
+from lstm_jax.train import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import cudnn_model
-from lstm_jax import model as model_lib
-from lstm_jax import models
 from lstm_jax.interop import cudnn
+from lstm_jax.models import cudnn as cudnn_model
+from lstm_jax.models import factory as models
+from lstm_jax.models import scratch as model_lib
 
 
 def _config(**model):

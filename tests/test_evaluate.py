@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax import evaluate, loss
-from lstm_jax.model import LanguageModel
+from lstm_jax.models.scratch import LanguageModel
+from lstm_jax.train import evaluate
+from lstm_jax.train import loss
 
 
 def test_perplexity_of_a_stream_equals_one_long_pass():

@@ -12,9 +12,9 @@ import pathlib
 import jax
 import pytest
 
-from lstm_jax import sweep as sweep_lib
-from lstm_jax import models
 from lstm_jax.data import pipeline
+from lstm_jax.models import factory as models
+from lstm_jax.sweeps import launch as sweep_lib
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
@@ -91,7 +91,7 @@ def test_bad_sweep_override_is_a_clear_error():
 
 
 def test_d2l_0x_random_row_is_the_books_sequential_data_with_a_zero_state_per_minibatch():
-  from lstm_jax import train  # noqa: PLC0415
+  from lstm_jax.train import loop as train  # noqa: PLC0415
   module = _load(EXPERIMENTS / "d2l_0x.py")
   book = module.get_config("model=rnn,impl=scratch,sampling=random")
   assert book.data.sampling == "sequential" and not pipeline.carries_state(book.data)

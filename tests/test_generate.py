@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax import generate
 from lstm_jax.data import vocab as vocab_lib
-from lstm_jax.model import LanguageModel
+from lstm_jax.models.scratch import LanguageModel
+from lstm_jax.train import generate
 
 
 def _model_and_params(vocab_size=9):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from jax import test_util
 
-from lstm_jax import cells, linen
+from lstm_jax import cells
 from lstm_jax.interop import flax as flax_interop
-from lstm_jax.model import LanguageModel
+from lstm_jax.models import linen_layers as linen
+from lstm_jax.models.scratch import LanguageModel
 
 B, T, I, H = 3, 6, 5, 4
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import numpy_reference
-from lstm_jax.interop import flax as flax_interop
-from lstm_jax import linen
 from lstm_jax.cells import lstm
+from lstm_jax.interop import flax as flax_interop
+from lstm_jax.models import linen_layers as linen
 
 B, T, IN, H = 3, 6, 5, 4
 TOL = dict(rtol=1e-5, atol=1e-6)

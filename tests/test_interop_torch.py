@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax.interop import torch as torch_interop
 from lstm_jax.cells import lstm
-from lstm_jax.model import LanguageModel
+from lstm_jax.interop import torch as torch_interop
+from lstm_jax.models.scratch import LanguageModel
 
 torch = pytest.importorskip("torch")
 

@@ -10,10 +10,10 @@ import sys
 import jax
 import pytest
 
-from lstm_jax import model as model_lib
-from lstm_jax import validation
 from lstm_jax.kernels import envelope
 from lstm_jax.kernels import layout as layout_lib
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import validation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CHIPS = {"v4": 16 << 20, "v5p": 64 << 20, "v5e": 128 << 20}

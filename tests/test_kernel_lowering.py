@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from lstm_jax import model as model_lib
 from lstm_jax.benchmarks import lowering
+from lstm_jax.models import scratch as model_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_the_cudnn_train_step_reaches_cudnns_forward_and_backward():
 def test_main_job_with_the_pallas_recurrence_ends_where_fused_vjp_does(tmp_path, real_data_dir):
   """Three epochs of the main job with the kernels (interpret mode on CPU) against the hand-written backward."""
   from lstm_jax import config as config_lib
-  from lstm_jax import train
+  from lstm_jax.train import loop as train
 
   finals = {}
   for recurrence in ("pallas", "fused_vjp"):

@@ -18,8 +18,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 _CHECK = r'''
 import json
 import jax, jax.numpy as jnp, numpy as np, optax
-from lstm_jax import model as model_lib, sharding, train
-from lstm_jax.train_state import create_train_state
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import sharding
+from lstm_jax.train.state import create_train_state
 
 assert jax.device_count() == 2, jax.devices()
 mesh = sharding.mesh()
@@ -75,7 +77,8 @@ def test_split_batch_step_equals_the_one_device_step():
 _POPULATION = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
-from lstm_jax import config as config_lib, population
+from lstm_jax import config as config_lib
+from lstm_jax.sweeps import population
 
 assert jax.device_count() == 2, jax.devices()
 configs = []

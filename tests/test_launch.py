@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from lstm_jax import sweep
+from lstm_jax.sweeps import launch as sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import library_model, model as model_lib, train
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train_state as train_state_lib
-from lstm_jax import models
+from lstm_jax.models import factory as models
+from lstm_jax.models import library as library_model
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
 
 
 @pytest.mark.parametrize("cell, optimized", [("lstm", False), ("lstm", True), ("gru_reset_after", False),

@@ -16,8 +16,8 @@ from layer_checks import random_params as _random_params
 from layer_checks import scratch as _scratch
 import numpy_reference
 from lstm_jax import cells
-from lstm_jax import linen
 from lstm_jax.cells import lstm
+from lstm_jax.models import linen_layers as linen
 
 
 def _forms(name):

@@ -10,10 +10,10 @@ import pytest
 from jax import test_util
 
 import numpy_reference
-from lstm_jax import model as model_lib
-from lstm_jax import train as train_lib
 from lstm_jax.cells import lstm, lstm_fused_vjp
-from lstm_jax import train_state as train_state_lib
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loop as train_lib
+from lstm_jax.train import state as train_state_lib
 
 T, B, IN, H = 6, 3, 5, 4
 TOL = dict(rtol=1e-5, atol=1e-6)

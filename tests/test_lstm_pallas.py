@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from jax import export
 
-from lstm_jax.cells import lstm_fused_vjp
 from lstm_jax.cells import lstm
+from lstm_jax.cells import lstm_fused_vjp
 from lstm_jax.kernels import layout as layout_lib
 from lstm_jax.kernels import lstm_pallas
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from jax import test_util
 
-from lstm_jax import cells, linen
-from lstm_jax.model import LanguageModel
+from lstm_jax import cells
+from lstm_jax.models import linen_layers as linen
+from lstm_jax.models.scratch import LanguageModel
 import numpy_reference
 
 B, T, I, H = 3, 6, 5, 4

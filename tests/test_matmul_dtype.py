@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax import model as model_lib
 from lstm_jax.cells import matmul
+from lstm_jax.models import scratch as model_lib
 
 V, H, B, T = 11, 16, 3, 5
 BF16_VS_F32 = dict(atol=3e-2)   # bfloat16 keeps 8 mantissa bits: ~4e-3 relative per operand

@@ -6,7 +6,10 @@ import json
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from lstm_jax import metrics, plots, progress, workdir
+from lstm_jax.train import metrics
+from lstm_jax.train import plots
+from lstm_jax.train import progress
+from lstm_jax.train import workdir
 
 
 def _tags(directory) -> set[str]:

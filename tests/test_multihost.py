@@ -18,8 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from lstm_jax import checkpoint, multihost
-from lstm_jax import workdir as workdir_lib
+from lstm_jax.train import checkpoint
+from lstm_jax.train import multihost
+from lstm_jax.train import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS = 3

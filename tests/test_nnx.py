@@ -16,19 +16,19 @@ from layer_checks import random_params as _random_params
 from layer_checks import scratch as _scratch
 import numpy_reference
 from lstm_jax import cells
-from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import config as config_lib
-from lstm_jax import evaluate as evaluate_lib
-from lstm_jax import model as model_lib
-from lstm_jax import models
-from lstm_jax import nnx as nnx_cells
-from lstm_jax import nnx_model
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train
-from lstm_jax import train_state as train_state_lib
-from lstm_jax import variable_length
 from lstm_jax.cells import lstm
 from lstm_jax.interop import nnx as nnx_interop
+from lstm_jax.models import factory as models
+from lstm_jax.models import nnx_layers as nnx_cells
+from lstm_jax.models import nnx_model
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.models import variable_length
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import evaluate as evaluate_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
 
 
 def _pure_params(module):

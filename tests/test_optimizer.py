@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import optimizer
+from lstm_jax.train import optimizer
 
 
 def _config(**fields):

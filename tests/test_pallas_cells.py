@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from jax import export
 
-from lstm_jax import loss as loss_lib
-from lstm_jax import model as model_lib
 from lstm_jax.benchmarks import lowering
 from lstm_jax.cells import gru, rnn_fused_vjp
 from lstm_jax.kernels import gru_pallas, rnn_pallas
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loss as loss_lib
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 dots on both sides; only summation order (and sigmoid's form) differ
 BF16_TOL = dict(rtol=0.0, atol=5e-2)  # bf16 dot operands (8-bit mantissa) against the float32 reference

@@ -4,11 +4,14 @@ import jax
 import numpy as np
 import pytest
 
-from lstm_jax import checkpoint, metrics, population, train
 from lstm_jax import config as config_lib
 from lstm_jax.data import batching
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import workdir as workdir_lib
+from lstm_jax.sweeps import population
+from lstm_jax.train import checkpoint
+from lstm_jax.train import loop as train
+from lstm_jax.train import metrics
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import workdir as workdir_lib
 
 MEMBERS = [  # (seed, learning rate, clip norm): seeds 0 and 3 give epoch 1 different numbers of minibatches
     (0, 1.0, 1.0),

@@ -5,7 +5,7 @@ recurrence a cell lacks is a clear error."""
 import jax
 import pytest
 
-from lstm_jax import model as model_lib
+from lstm_jax.models import scratch as model_lib
 
 
 def _model(**kwargs):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from lstm_jax.d2l import plots, report, report_data
-from lstm_jax.d2l import summary as d2l_summary
 from lstm_jax.d2l import rows as d2l_rows
 from lstm_jax.d2l import runs as d2l_runs
+from lstm_jax.d2l import summary as d2l_summary
 
 
 def _fake_run(workdir, curve, val=None, wall=12.0, speed=1000.0):

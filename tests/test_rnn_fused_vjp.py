@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax import test_util
 
-from lstm_jax import model as model_lib
 from lstm_jax.cells import rnn, rnn_fused_vjp
+from lstm_jax.models import scratch as model_lib
 
 T, B, IN, H = 6, 3, 5, 4
 TOL = dict(rtol=1e-5, atol=1e-6)

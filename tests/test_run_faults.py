@@ -12,11 +12,11 @@ import pytest
 
 from test_checkpoint import _tiny_config
 
-from lstm_jax import aggregate
-from lstm_jax import checkpoint as checkpoint_lib
-from lstm_jax import train
-from lstm_jax import workdir as workdir_lib
 from lstm_jax.d2l import runs as d2l_runs
+from lstm_jax.sweeps import aggregate
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import workdir as workdir_lib
 
 
 def _epochs(workdir):

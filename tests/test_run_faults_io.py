@@ -15,9 +15,9 @@ import pytest
 
 from test_checkpoint import REPO, _command, _env, _tiny_config, _write_config
 
-from lstm_jax import checkpoint as checkpoint_lib
-from lstm_jax import train
-from lstm_jax import workdir as workdir_lib
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import workdir as workdir_lib
 
 
 def _epochs(workdir):

@@ -17,7 +17,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 _RUN = r'''
 import json, sys
 import jax, numpy as np
-from lstm_jax import checkpoint, config as config_lib, sharding, train
+from lstm_jax import config as config_lib
+from lstm_jax.train import checkpoint
+from lstm_jax.train import loop as train
+from lstm_jax.train import sharding
 
 corpus, workdir, expected_devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
 assert jax.device_count() == expected_devices, jax.devices()
@@ -67,7 +70,8 @@ def test_sharded_run_matches_single_device_run(tmp_path):
 
 _POPULATION = r'''
 import jax, numpy as np
-from lstm_jax import config as config_lib, population
+from lstm_jax import config as config_lib
+from lstm_jax.sweeps import population
 
 assert jax.device_count() == 8
 configs = []

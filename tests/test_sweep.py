@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from lstm_jax import aggregate, sweep
+from lstm_jax.sweeps import aggregate
+from lstm_jax.sweeps import launch as sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import loss as loss_lib
-from lstm_jax import train
 from lstm_jax.d2l import rows as d2l_rows
 from lstm_jax.d2l import torch_crosscheck as tc
-from lstm_jax.model import LanguageModel
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train_state as train_state_lib
+from lstm_jax.models.scratch import LanguageModel
+from lstm_jax.train import loop as train
+from lstm_jax.train import loss as loss_lib
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
 
 torch = pytest.importorskip("torch")
 

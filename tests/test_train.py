@@ -10,15 +10,15 @@ import optax
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import loss as loss_lib
-from lstm_jax import metrics as metrics_lib
-from lstm_jax import model as model_lib
-from lstm_jax import train
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train_state as train_state_lib
 from lstm_jax.data import pipeline
-from lstm_jax import workdir as workdir_lib
-from lstm_jax import models
+from lstm_jax.models import factory as models
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import loss as loss_lib
+from lstm_jax.train import metrics as metrics_lib
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
+from lstm_jax.train import workdir as workdir_lib
 
 
 def _tiny_config(text_path, **overrides):
@@ -123,8 +123,8 @@ def test_loop_carries_or_zeroes_the_state_as_configured(tmp_path, tiny_text, car
   """Sequential sampling carries the state between minibatches unless ``data.carry_state=False`` (d2l 0.x's
   "random" RNN run): one epoch of the loop equals a hand loop of train steps with that rule, and not the other.
   The epoch record's d2l 1.x measure is the mean of the last half's per-batch perplexities of that hand loop."""
-  from lstm_jax import checkpoint  # noqa: PLC0415
   from lstm_jax.data import corpora  # noqa: PLC0415
+  from lstm_jax.train import checkpoint  # noqa: PLC0415
   text_path = tmp_path / "corpus.txt"
   text_path.write_text(tiny_text)
   config = _tiny_config(text_path, **{"data.carry_state": carry_state, "train.num_epochs": 1,

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax import evaluate as evaluate_lib
-from lstm_jax import train_state as train_state_lib
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
 from lstm_jax.equivalence import project, reference
+from lstm_jax.train import evaluate as evaluate_lib
+from lstm_jax.train import state as train_state_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECURRENCES = ("fused_vjp", "scan", "pallas")

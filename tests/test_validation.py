@@ -11,10 +11,12 @@ import sys
 
 import pytest
 
-from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax import config as config_lib
-from lstm_jax import train, validation, workdir
 from lstm_jax.data import corpora
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import validation
+from lstm_jax.train import workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

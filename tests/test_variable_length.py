@@ -5,9 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax import cells, evaluate, generate, linen, loss, variable_length
+from lstm_jax import cells
 from lstm_jax.data import vocab as vocab_lib
-from lstm_jax.model import LanguageModel
+from lstm_jax.models import linen_layers as linen
+from lstm_jax.models import variable_length
+from lstm_jax.models.scratch import LanguageModel
+from lstm_jax.train import evaluate
+from lstm_jax.train import generate
+from lstm_jax.train import loss
 
 T, I, H = 7, 5, 4
 LENGTHS = np.array([7, 3, 1, 5], np.int32)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from lstm_jax import workdir
+from lstm_jax.train import workdir
 
 
 def test_a_uri_workdir_is_never_turned_into_a_local_folder(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 for each target, one line per target, and the exit status (0: every target compiles and fits; 1: one does not, or
 the compiler packages or the corpus are missing; 2: a bad config or an unknown target).
 
-The model is the one ``lstm_jax.models.from_config`` builds, with ``kernel_target`` set to the target's platform
+The model is the one ``lstm_jax.models.factory.from_config`` builds, with ``kernel_target`` set to the target's platform
 for the scratch implementation, so ``recurrence=auto`` resolves as on that chip (Pallas for the LSTM, tanh RNN
 and reset-after GRU); the other implementations have no such field and compile as they are. The vocabulary size
 comes from the config's corpus, loaded as the trainer loads it (``corpora.load``: a few MB at most, read from
@@ -20,13 +20,13 @@ import ml_collections
 from absl import flags
 
 from lstm_jax import config as config_lib
-from lstm_jax import models
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import validation
 from lstm_jax.aot import compile as compile_lib
 from lstm_jax.aot import targets as targets_lib
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
+from lstm_jax.models import factory as models
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import validation
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

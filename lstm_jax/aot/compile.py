@@ -1,10 +1,10 @@
 """Compiling a config's programs for a chip this machine lacks, and the one-line result per target.
 
-The programs are the run's own functions, not copies: the train step (``lstm_jax.train.compile_train_step``, the
-state donated), the evaluation forward (``lstm_jax.evaluate._chunk_sums``, what validation runs per minibatch) and,
-with ``members``, the population step (``lstm_jax.population.Population``'s vmapped, masked step over K members).
+The programs are the run's own functions, not copies: the train step (``lstm_jax.train.loop.compile_train_step``, the
+state donated), the evaluation forward (``lstm_jax.train.evaluate._chunk_sums``, what validation runs per minibatch) and,
+with ``members``, the population step (``lstm_jax.sweeps.population.Population``'s vmapped, masked step over K members).
 Their arguments are ``jax.ShapeDtypeStruct``s from ``jax.eval_shape`` (no data, no parameters are materialised)
-carrying the shardings a real run uses on the target's devices (``lstm_jax.sharding``): a 1-D mesh over the
+carrying the shardings a real run uses on the target's devices (``lstm_jax.train.sharding``): a 1-D mesh over the
 target's devices; data parallel: state replicated, the ``[batch, time]`` tokens and the carried state ``[batch,
 hidden]`` split by batch row; population: every ``[K, ...]`` array split by member. Each is lowered inside
 ``jax.default_device(device)`` (Pallas's Triton lowering reads the chip from it) and compiled by the chip's own
@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax import evaluate as evaluate_lib
-from lstm_jax import sharding as sharding_lib
-from lstm_jax import train as train_lib
 from lstm_jax.aot.targets import Target
-from lstm_jax.train_state import create_train_state
+from lstm_jax.train import evaluate as evaluate_lib
+from lstm_jax.train import loop as train_lib
+from lstm_jax.train import sharding as sharding_lib
+from lstm_jax.train.state import create_train_state
 
 MIB = 1 << 20
 # Custom calls XLA itself inserts for sharding; not kernels.
@@ -233,7 +233,7 @@ def eval_program(target: Target, model, batch_size: int, num_steps: int, seed: i
 
 def population_program(target: Target, config, vocab_size: int, members: int) -> Program:
   """The population step of ``members`` copies of ``config`` (members split over the target's devices)."""
-  from lstm_jax import population as population_lib  # noqa: PLC0415
+  from lstm_jax.sweeps import population as population_lib  # noqa: PLC0415
   population = population_lib.Population([config] * members, vocab_size, devices=list(target.devices))
   split = sharding_lib.leading_axis(population.mesh, members)
   states = _structs(jax.eval_shape(population._init, population.seeds, population.learning_rates,

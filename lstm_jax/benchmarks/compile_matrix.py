@@ -24,8 +24,8 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-from lstm_jax import model as model_lib
 from lstm_jax.benchmarks import train_step
+from lstm_jax.models import scratch as model_lib
 
 WORKLOADS = {**{name: train_step.WORKLOADS[name] for name in ("W1", "W2", "W4")},
              "W5": train_step.Workload("W5", "long sequences: 1x512, batch 16, 1000 steps", 1, 512, 16, 1000)}

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
-from lstm_jax import model as model_lib
-from lstm_jax import train
-from lstm_jax import train_state as train_state_lib
 from lstm_jax.benchmarks.train_step import sgd_optimizer
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import state as train_state_lib
 
 TRITON_CALL = "__gpu$xla.gpu.triton"
 EXPECTED = {"cuda": TRITON_CALL, "tpu": "tpu_custom_call"}
@@ -98,7 +98,7 @@ def _placeholder_cudnn_sizes():
 
 
 def _cudnn_step(hidden: int = 32, batch: int = 4, steps: int = 5, vocab: int = 11):
-  from lstm_jax import cudnn_model  # noqa: PLC0415
+  from lstm_jax.models import cudnn as cudnn_model  # noqa: PLC0415
   model = cudnn_model.CudnnLanguageModel(vocab_size=vocab, hidden_size=hidden, num_layers=2)
   optimizer = sgd_optimizer()
   state = train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=batch)

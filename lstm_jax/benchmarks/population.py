@@ -18,11 +18,11 @@ import jax
 import numpy as np
 
 from lstm_jax import config as config_lib
-from lstm_jax import population as population_lib
-from lstm_jax import train as train_lib
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train_state as train_state_lib
-from lstm_jax import models
+from lstm_jax.models import factory as models
+from lstm_jax.sweeps import population as population_lib
+from lstm_jax.train import loop as train_lib
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
 
 @dataclasses.dataclass(frozen=True)
 class Shape:

@@ -11,10 +11,10 @@ import time
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import loss as loss_lib
-from lstm_jax import model as model_lib
-from lstm_jax import train as train_lib
-from lstm_jax import train_state as train_state_lib
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loop as train_lib
+from lstm_jax.train import loss as loss_lib
+from lstm_jax.train import state as train_state_lib
 from lstm_jax.benchmarks.train_step import (VOCAB, WORKLOADS, Row, Workload, block, flax_cell_module,
                                             random_tokens, sgd_optimizer, torch_module)
 

@@ -12,14 +12,14 @@ Workloads (vocabulary 28):
   command itself. One full train step each: one-hot inputs, LSTM, dense output layer, token-mean cross-entropy,
   backward, global-norm clipping and an SGD update, from a zero state.
 - W3, generation: hidden 256, batch 1, 1000 tokens. Ours decodes greedily inside one compiled loop
-  (``lstm_jax.generate.generate_ids``); PyTorch runs the 1000 steps as one teacher-forced forward call, and as
+  (``lstm_jax.train.generate.generate_ids``); PyTorch runs the 1000 steps as one teacher-forced forward call, and as
   the book's per-token Python loop.
 
 Implementations (``IMPLEMENTATIONS``; ``DEFAULT_IMPLEMENTATIONS`` per backend, ``--implementations`` to choose):
-the scratch model (``lstm_jax.model``) with ``recurrence`` "scan" (autodiff through ``lax.scan``), "fused_vjp"
+the scratch model (``lstm_jax.models.scratch``) with ``recurrence`` "scan" (autodiff through ``lax.scan``), "fused_vjp"
 (hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``) and "pallas" (``lstm_jax.kernels``; interpret mode on
 a CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``); cuDNN through ``jax.experimental.rnn``
-(``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.linen.RecurrentLayer``) and NNX model; Flax
+(``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.models.linen_layers.RecurrentLayer``) and NNX model; Flax
 ``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch ``nn.LSTM`` + ``nn.Linear`` +
 ``clip_grad_norm_`` + SGD when torch is installed, on CUDA (cuDNN) when torch sees a GPU, else on the CPU
 (``torch.set_num_threads`` = cores).
@@ -38,12 +38,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from lstm_jax import generate as generate_lib
-from lstm_jax import loss as loss_lib
-from lstm_jax import model as model_lib
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train as train_lib
-from lstm_jax import train_state as train_state_lib
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import generate as generate_lib
+from lstm_jax.train import loop as train_lib
+from lstm_jax.train import loss as loss_lib
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
 # The timing and workload names stay importable from here (the benchmark command, profile.py and tests use them).
 from lstm_jax.benchmarks.timing import (NOISY_SPREAD, Row, is_noisy, markdown_table,  # noqa: F401
                                         matmul_peak_flops, measure, noisy_lines, summarise)
@@ -64,7 +64,7 @@ def sgd_optimizer() -> optax.GradientTransformation:
 
 def _model_train_runner(name: str, model, workload: Workload) -> Runner:
   """A model with the functional interface (``init``, ``apply``, ``zero_carry``) under our own jitted
-  ``lstm_jax.train.train_step`` (state donated, zero initial carry)."""
+  ``lstm_jax.train.loop.train_step`` (state donated, zero initial carry)."""
   optimizer = sgd_optimizer()
   state = [train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=workload.batch)]
   step = train_lib.compile_train_step(model, optimizer, carry_state=False)
@@ -92,7 +92,7 @@ def scratch_train_runner(workload: Workload, recurrence: str, matmul_dtype: str 
 
 def cudnn_train_runner(workload: Workload) -> Runner | None:
   """The language model with cuDNN's LSTM (``implementation=cudnn``); None without a CUDA GPU."""
-  from lstm_jax import cudnn_model  # noqa: PLC0415
+  from lstm_jax.models import cudnn as cudnn_model  # noqa: PLC0415
   try:
     model = cudnn_model.from_settings(VOCAB, dict(hidden_size=workload.hidden, num_layers=workload.num_layers,
                                                   init_scheme="pytorch"))
@@ -104,11 +104,11 @@ def cudnn_train_runner(workload: Workload) -> Runner | None:
 
 
 def nnx_train_runner(workload: Workload) -> Runner:
-  """The language model in NNX form (``lstm_jax.nnx_model``)."""
-  from lstm_jax import nnx_model  # noqa: PLC0415
+  """The language model in NNX form (``lstm_jax.models.nnx_model``)."""
+  from lstm_jax.models import nnx_model  # noqa: PLC0415
   model = nnx_model.NnxLanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
                                      init_scheme="pytorch")
-  return _model_train_runner("lstm_jax.nnx_model (NNX)", model, workload)
+  return _model_train_runner("lstm_jax.models.nnx_model (NNX)", model, workload)
 
 
 def _flax_train_runner(name: str, module, workload: Workload) -> Runner:
@@ -158,7 +158,7 @@ def flax_cell_train_runner(workload: Workload, cell_name: str) -> Runner:
 
 def linen_train_runner(workload: Workload) -> Runner | None:
   try:
-    from lstm_jax import linen as our_linen
+    from lstm_jax.models import linen_layers as our_linen
   except ImportError:
     return None
   import flax.linen as nn
@@ -171,7 +171,7 @@ def linen_train_runner(workload: Workload) -> Runner | None:
         _, x = our_linen.RecurrentLayer(hidden_size=workload.hidden, init_scheme="pytorch")(x)
       return nn.Dense(VOCAB)(x)
 
-  return _flax_train_runner("lstm_jax.linen RecurrentLayer", OurLinenLM(), workload)
+  return _flax_train_runner("lstm_jax.models.linen_layers RecurrentLayer", OurLinenLM(), workload)
 
 
 def torch_module():

@@ -12,6 +12,8 @@ only as a library cell (the book's Gluon ``rnn.RNN`` default).
 
 from __future__ import annotations
 
+import inspect
+
 import dataclasses
 from types import ModuleType, SimpleNamespace
 from typing import Any, Callable
@@ -59,3 +61,23 @@ def get_family(name: str) -> ModuleType:
     raise ValueError(f"Cell {name!r} exists only as a library cell; use --config.model.implementation=flax, or "
                      f"a scratch cell: {sorted(FAMILIES)}.")
   return family.module
+
+
+def init_layer_params(cell: str, key, input_size: int, hidden_size: int, init_scheme: str = "d2l",
+                      forget_bias: float = 0.0) -> dict:
+  """``init_params(key, input_size, hidden_size, init_scheme[, forget_bias])`` of ``cell``'s family; a forget bias
+  for a family without a forget gate is an error naming the fix."""
+  family = get_family(cell)
+  if "forget_bias" in inspect.signature(family.init_params).parameters:
+    return family.init_params(key, input_size, hidden_size, init_scheme, forget_bias=forget_bias)
+  if forget_bias != 0.0:
+    raise ValueError(f"model.forget_bias={forget_bias} needs a cell with a forget gate, not {cell!r}; "
+                     f"set --config.model.forget_bias=0.")
+  return family.init_params(key, input_size, hidden_size, init_scheme)
+
+
+def stacked_zero_carry(cell: str, num_layers: int, batch_size: int, hidden_size: int, dtype=None) -> tuple:
+  """One zero carry (``[batch_size, hidden_size]`` leaves) per stacked layer of ``cell``."""
+  family = get_family(cell)
+  kwargs = {} if dtype is None else {"dtype": dtype}
+  return tuple(family.zero_carry(batch_size, hidden_size, **kwargs) for _ in range(num_layers))

@@ -21,8 +21,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells.rnn import NUM_GATES, init_params, project_inputs, step, zero_carry  # noqa: F401
 from lstm_jax.cells.matmul import dot, dot_as
+from lstm_jax.cells.rnn import NUM_GATES, init_params, project_inputs, step, zero_carry  # noqa: F401
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

@@ -1,11 +1,11 @@
 """A sweep's table and plot: ``python -m lstm_jax.commands.aggregate --sweep_dir runs/sweeps/hidden`` (writes
-RESULTS.md and plot.png there; ``lstm_jax.aggregate``)."""
+RESULTS.md and plot.png there; ``lstm_jax.sweeps.aggregate``)."""
 
 import pathlib
 
 from absl import app, flags
 
-from lstm_jax import aggregate
+from lstm_jax.sweeps import aggregate
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory holding one workdir per run.", required=True)
 

@@ -8,9 +8,9 @@ Exit status 2 for a bad flag, 1 for a missing or unreadable run; nothing is writ
 
 from absl import app, flags, logging
 
-from lstm_jax import checkpoint as checkpoint_lib
-from lstm_jax import evaluate as evaluate_lib
-from lstm_jax import run_inputs
+from lstm_jax.commands import inputs as run_inputs
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import evaluate as evaluate_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir holding checkpoints/.", required=True)
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step, 'best', or empty for the latest.")

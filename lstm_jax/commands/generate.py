@@ -7,9 +7,9 @@ has, whichever device setup wrote the checkpoint. Exit status 2 for a bad flag, 
 
 from absl import app, flags, logging
 
-from lstm_jax import checkpoint as checkpoint_lib
-from lstm_jax import generate
-from lstm_jax import run_inputs
+from lstm_jax.commands import inputs as run_inputs
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import generate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir holding checkpoints/.", required=True)
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step, 'best', or empty for the latest.")

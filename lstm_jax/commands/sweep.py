@@ -1,12 +1,12 @@
 """Launch an experiment's sweep: ``python -m lstm_jax.commands.sweep --config experiments/lstm.py:corpus=jaychou
---sweep hidden --root runs/sweeps [--dry_run | --mode local|gpus|slurm|tpu|population]`` (``lstm_jax.sweep``).
+--sweep hidden --root runs/sweeps [--dry_run | --mode local|gpus|slurm|tpu|population]`` (``lstm_jax.sweeps.launch``).
 
 ``--mode slurm --runs_file runs.txt`` prints the SLURM array script of a runs file of your own instead.
 """
 
 from absl import app, flags
 
-from lstm_jax import sweep
+from lstm_jax.sweeps import launch as sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Experiment file with its variant, e.g. experiments/lstm.py:cell=gru.",
                               )
@@ -14,7 +14,7 @@ _SWEEP = flags.DEFINE_string("sweep", None, "Name of the sweep in the experiment
 _ROOT = flags.DEFINE_string("root", "runs/sweeps", "Directory under which each run gets its workdir.")
 _MODE = flags.DEFINE_enum("mode", "local", list(sweep.MODES),
                           "How to launch the runs; population: the pending runs as one vmapped program "
-                          "(they may differ only in lstm_jax.population.POPULATION_KEYS).")
+                          "(they may differ only in lstm_jax.sweeps.population.POPULATION_KEYS).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
 _EXTRA = flags.DEFINE_multi_string("set", [], "Extra overrides for every run, e.g. --set train.num_epochs=10.")
 _TPU_NAME = flags.DEFINE_string("tpu_name", "my-tpu", "TPU VM name for --mode=tpu (--root gs://...: writes "

@@ -8,14 +8,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from lstm_jax import library_model
-from lstm_jax import model as model_lib
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train
-from lstm_jax import train_state as train_state_lib
 from lstm_jax.d2l.rows import load_config
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
+from lstm_jax.models import library as library_model
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import loop as train
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
 
 LIBRARY_PAIRS = (("lstm", "flax"), ("lstm", "flax_optimized"), ("gru_reset_after", "flax"), ("rnn", "flax"))
 
@@ -24,8 +24,10 @@ def scratch_vs_library(cell: str, implementation: str, num_steps: int, seed: int
   """Trains the scratch model and the Flax-cell model from the same weights on the same minibatches (the tm2019
   LSTM row's data and optimizer) and returns both loss curves and both speeds."""
   import jax  # noqa: PLC0415
-  from lstm_jax import library_model, model as model_lib, train  # noqa: PLC0415
   from lstm_jax.data import corpora  # noqa: PLC0415
+  from lstm_jax.models import library as library_model  # noqa: PLC0415
+  from lstm_jax.models import scratch as model_lib
+  from lstm_jax.train import loop as train
 
   config = load_config("d2l_2019.py:model=lstm,impl=scratch")
   corpus = corpora.load(config.data)

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from matplotlib import ticker
 
-from lstm_jax import plots
 from lstm_jax.d2l.rows import TABLES, Row
 from lstm_jax.d2l.summary import measure_keys
+from lstm_jax.train import plots
 
 def _draw_rows(ax, rows: list[Row], runs: dict[str, list[dict[str, Any]]], first_color: int,
                labels: dict[str, str]) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 from lstm_jax import cells
 from lstm_jax import config as config_lib
-from lstm_jax import progress as progress_lib
-from lstm_jax import workdir as workdir_lib
 from lstm_jax.d2l.rows import ROWS, Row, load_config
+from lstm_jax.train import progress as progress_lib
+from lstm_jax.train import workdir as workdir_lib
 
 def workdir_of(runs_dir: pathlib.Path, row: Row, seed: int) -> pathlib.Path:
   return runs_dir / row.name / f"seed{seed}"
@@ -71,7 +71,7 @@ def check_runs_match(rows: list[Row], seeds: int, runs_dir: pathlib.Path) -> Non
 
 
 def train_row(row: Row, seed: int, workdir: pathlib.Path) -> None:
-  from lstm_jax import train  # noqa: PLC0415 (reading runs needs no JAX)
+  from lstm_jax.train import loop as train  # noqa: PLC0415 (reading runs needs no JAX)
   config = load_config(row.experiment)
   config.seed = seed
   config.train.checkpoint_every_epochs = 0  # one checkpoint, at the end (for the samples)
@@ -155,7 +155,8 @@ def train_missing(rows: list[Row], seeds: int, runs_dir: pathlib.Path, jobs: int
 
 def generated_text(workdir: pathlib.Path) -> list[str]:
   """Greedy samples for the config's prefixes from a run's last checkpoint (as the book prints them)."""
-  from lstm_jax import checkpoint, generate  # noqa: PLC0415
+  from lstm_jax.train import checkpoint  # noqa: PLC0415
+  from lstm_jax.train import generate
   model, params, vocab, config = checkpoint.load_params(workdir)
   return [generate.generate_text(model, params, vocab, prefix, config.generate.num_tokens)
           for prefix in config.generate.prefixes]

@@ -3,7 +3,7 @@
 ``python -m lstm_jax.commands.crosscheck --experiment=d2l_jaychou.py:model=gru,impl=scratch --num_seeds=3``
 
 The model is the book's scratch code (``lstm_jax/d2l/book_tables.md`` section 3.1-3.4) written again in PyTorch float32, sharing
-nothing with ``lstm_jax.model`` but the data: every epoch's minibatches come from ``pipeline.epoch_batches``, so the
+nothing with ``lstm_jax.models.scratch`` but the data: every epoch's minibatches come from ``pipeline.epoch_batches``, so the
 data order is our runs'. Parameters are the book's ``get_params`` order, per gate ``W_x* [V, H]``, ``W_h* [H, H]``
 ~ N(0, 0.01) (``torch.randn * 0.01`` after ``torch.manual_seed(seed)``) and ``b_* [H]`` = 0, then ``W_hq [H, V]``,
 ``b_q [V]`` = 0. Inputs are one-hot; ``one_hot(x) @ W_x`` is computed as the row gather ``W_x[x]`` (the same
@@ -21,10 +21,10 @@ import time
 import numpy as np
 
 from lstm_jax.d2l import rows as d2l_rows
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train_state as train_state_lib
-from lstm_jax import models
 from lstm_jax.data import pipeline
+from lstm_jax.models import factory as models
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
 
 GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}  # the book's get_params order
 FUSED_BLOCKS = {"rnn": "h", "gru": "rzh", "lstm": "ifco"}  # the gate blocks of our fused [*, G*H] matrices, in order
@@ -123,8 +123,8 @@ def run_seed(config, corpus, seed: int, report_epochs, init: str = "torch") -> d
   """Trains one seed; returns ``{"perplexity": {epoch: value}, "wall_s": seconds}``. ``init="ours"`` starts from
   the weights ``train_state_lib.create_train_state`` draws for the seed (the JAX run's own start)."""
   import torch  # noqa: PLC0415
-  from lstm_jax import model as model_lib  # noqa: PLC0415 (imports JAX)
-  from lstm_jax import train  # noqa: PLC0415
+  from lstm_jax.models import scratch as model_lib  # noqa: PLC0415 (imports JAX)
+  from lstm_jax.train import loop as train  # noqa: PLC0415
   config.seed = seed
   cell, hidden, batch_size = config.model.cell, config.model.hidden_size, config.data.batch_size
   carry = pipeline.carries_state(config.data)
@@ -178,8 +178,8 @@ def crosscheck(experiment: str, num_seeds: int = 3, init: str = "torch", epochs:
     import torch  # noqa: PLC0415
   except ImportError:
     raise SystemExit("The PyTorch cross-check needs torch: pip install torch==2.13.0") from None
-  from lstm_jax import train  # noqa: PLC0415
   from lstm_jax.data import corpora  # noqa: PLC0415
+  from lstm_jax.train import loop as train  # noqa: PLC0415
   torch.set_num_threads(torch_threads)
   config = d2l_rows.load_config(experiment)
   check_config(config)

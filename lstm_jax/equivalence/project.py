@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lstm_jax import sharding as sharding_lib
-from lstm_jax import train
 from lstm_jax.equivalence import reference
-from lstm_jax.train_state import SavedState, create_train_state
+from lstm_jax.train import loop as train
+from lstm_jax.train import sharding as sharding_lib
+from lstm_jax.train.state import SavedState, create_train_state
 
 
 class _Enough(Exception):

@@ -57,8 +57,9 @@ def project_command(corpus: str, seed: int, recurrence: str, workdir: str) -> st
 def zeroed_held_out_nll(workdir: str) -> float:
   """The held-out NLL of a finished project run's parameters with the state zeroed before every ``num_steps``
   window (the project's evaluator carries it along each row instead)."""
-  from lstm_jax import checkpoint, evaluate  # noqa: PLC0415
   from lstm_jax.data import corpora, pipeline  # noqa: PLC0415
+  from lstm_jax.train import checkpoint  # noqa: PLC0415
+  from lstm_jax.train import evaluate
   model, params, _, saved = checkpoint.load_params(workdir)
   config = ml_collections.ConfigDict(saved)
   batches = pipeline.validation_batches(config, corpora.load(config.data))
@@ -66,7 +67,7 @@ def zeroed_held_out_nll(workdir: str) -> float:
 
 
 def project_run(corpus: str, seed: int, recurrence: str, workdir: str) -> dict[str, Any]:
-  from lstm_jax import train  # noqa: PLC0415
+  from lstm_jax.train import loop as train  # noqa: PLC0415
   config = recipe_config(corpus, seed, recurrence)
   config.train.resume = False
   start = time.perf_counter()
@@ -180,8 +181,9 @@ def seed_table(rows: list[dict[str, Any]]) -> str:
 def stretch_nlls(workdir: str) -> dict[str, tuple[float, float]]:
   """A finished project run's NLL on four stretches as long as its held-out text (the held-out text, then the first,
   middle and last of its training text): ``(state carried along the rows, state zeroed every window)`` each."""
-  from lstm_jax import checkpoint, evaluate  # noqa: PLC0415
   from lstm_jax.data import batching, corpora  # noqa: PLC0415
+  from lstm_jax.train import checkpoint  # noqa: PLC0415
+  from lstm_jax.train import evaluate
   model, params, _, config = checkpoint.load_params(workdir)
   data, d = corpora.load(config.data), config.data
   train_ids, n = data.train_ids, len(data.val_ids)

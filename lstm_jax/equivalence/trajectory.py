@@ -132,7 +132,7 @@ def table(settings: Settings, results: dict[str, dict[tuple[str, str], dict[int,
 
 
 def plot(results, path: pathlib.Path) -> None:
-  from lstm_jax import plots  # noqa: PLC0415
+  from lstm_jax.train import plots  # noqa: PLC0415
   fig, axes = plots.figure(12.0, 6.4, ncols=len(results), squeeze=False)
   for axis, (optimizer, comparisons) in zip(axes[0], results.items()):
     for (a, b), by_step in comparisons.items():

@@ -14,7 +14,7 @@ formulas of ``lstm_jax.kernels.layout`` (checked against the real compilers by `
 
 - Devices: a batch split over several devices (data parallel) runs one kernel per device on its rows
   (``lstm_jax.kernels.sharded``: a ``shard_map`` over the step's mesh), and a population whose members divide over
-  the devices steps each device's members there (``lstm_jax.population``). Members that do not divide are
+  the devices steps each device's members there (``lstm_jax.sweeps.population``). Members that do not divide are
   replicated on every device, and XLA does not partition a kernel call (Mosaic refuses to; on GPUs XLA would gather
   the operands), so such a population uses XLA's recurrence (``member_devices`` below).
 

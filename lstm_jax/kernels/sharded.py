@@ -19,10 +19,11 @@ from typing import Callable
 import jax
 from jax.sharding import PartitionSpec
 
-from lstm_jax import sharding as sharding_lib
+DATA_AXIS = "data"  # the mesh axis a batch (or a population's members) is split over
 
 
-def data_devices(batch: int, axis_name: str = sharding_lib.DATA_AXIS) -> int:
+
+def data_devices(batch: int, axis_name: str = DATA_AXIS) -> int:
   """The devices a batch of ``batch`` rows is split over under the current mesh (1: not split)."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or axis_name not in mesh.axis_names:
@@ -31,7 +32,7 @@ def data_devices(batch: int, axis_name: str = sharding_lib.DATA_AXIS) -> int:
   return devices if batch % devices == 0 else 1
 
 
-def split_batch(recurrence: Callable, axis_name: str = sharding_lib.DATA_AXIS) -> Callable:
+def split_batch(recurrence: Callable, axis_name: str = DATA_AXIS) -> Callable:
   """``recurrence(params, xproj [T, B, G], carry [B, H] leaves, unroll)`` run per device on ``B / devices`` rows
   when the batch is split over the current mesh's ``axis_name``; otherwise ``recurrence`` itself."""
 

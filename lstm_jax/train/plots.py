@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from lstm_jax import workdir as workdir_lib  # noqa: E402
+from lstm_jax.train import workdir as workdir_lib  # noqa: E402
 
 FONT_PT = 10
 RUN_PLOT = "perplexity.png"

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax import loss as loss_lib
 from lstm_jax.data import batching
-from lstm_jax.model import LanguageModel
+from lstm_jax.models.scratch import LanguageModel
+from lstm_jax.train import loss as loss_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,9 +4,9 @@ A workdir holds::
 
     config.json       the resolved config and vocabulary size (written when a run starts or resumes)
     metrics.jsonl     one JSON record per logging epoch; a run is finished once a record has ``"final": 1``
-    checkpoints/      orbax steps (``lstm_jax.checkpoint``)
-    tensorboard/      event files (``lstm_jax.metrics``)
-    perplexity.png    the run's curve (``lstm_jax.plots``)
+    checkpoints/      orbax steps (``lstm_jax.train.checkpoint``)
+    tensorboard/      event files (``lstm_jax.train.metrics``)
+    perplexity.png    the run's curve (``lstm_jax.train.plots``)
     .lock             host and pid of the training that holds the workdir (``lock``)
     previous-*/       what ``train.resume=False`` or a restart from scratch set aside (never deleted)
 

@@ -1,7 +1,7 @@
 """The library model (the book's "concise implementation"): the same language model built from Flax's own cells
 under ``nn.RNN``.
 
-``LibraryLanguageModel`` has the interface of ``lstm_jax.model.LanguageModel`` (``init``, ``apply``,
+``LibraryLanguageModel`` has the interface of ``lstm_jax.models.scratch.LanguageModel`` (``init``, ``apply``,
 ``zero_carry``), so the train loop, evaluator and generator use it unchanged. Cells: ``lstm`` -> ``nn.LSTMCell``
 (or ``nn.OptimizedLSTMCell`` with ``optimized=True``), ``gru_reset_after`` / ``gru`` -> ``nn.GRUCell`` (Flax's GRU
 applies the reset gate after the recurrent matmul), ``rnn`` -> ``nn.SimpleCell`` (tanh), ``rnn_relu`` ->
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from lstm_jax import cells
 from lstm_jax.cells import initializers
 from lstm_jax.interop import flax as flax_interop
+from lstm_jax.models import regularizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,19 +86,32 @@ class LibraryLanguageModel:
                                                                     self.hidden_size))
                  for i in range(self.num_layers))
 
-  def apply(self, params, tokens_BT: jax.Array, carry=None, *, dropout_rng: jax.Array | None = None):
-    """Tokens ``[B, T]`` -> ``(logits [B, T, V], carry per layer)``, one-hot inputs as in the book."""
+  def apply(self, params, tokens_BT: jax.Array, carry=None, *, dropout_rng: jax.Array | None = None,
+            seq_lengths: jax.Array | None = None):
+    """Tokens ``[B, T]`` -> ``(logits [B, T, V], carry per layer)``, one-hot inputs as in the book.
+
+    ``seq_lengths [B]``: a padded batch (``nn.RNN``'s): the carry returned is each sequence's last valid one; the
+    logits at padded steps are not defined (mask them out of any loss)."""
     if carry is None:
       carry = self.zero_carry(tokens_BT.shape[0])
     xs = jax.nn.one_hot(tokens_BT, self.vocab_size)
     new_carry = []
     for index, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
-      if index > 0 and dropout_rng is not None and self.dropout > 0.0:
-        keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, xs.shape)
-        xs = jnp.where(keep, xs / (1.0 - self.dropout), 0.0)
-      layer_carry, xs = self._rnn().apply({"params": {"cell": layer_params}}, xs, initial_carry=layer_carry)
+      if index > 0:
+        xs = regularizers.between_layers(xs, self.dropout, dropout_rng, index)
+      layer_carry, xs = self._rnn().apply({"params": {"cell": layer_params}}, xs, initial_carry=layer_carry,
+                                          seq_lengths=seq_lengths)
       new_carry.append(layer_carry)
     return xs @ params["head"]["W"] + params["head"]["b"], tuple(new_carry)
+
+  def recurrence_line(self, batch: int, steps: int) -> str | None:
+    """None: this form runs one recurrence, chosen by nothing."""
+    del batch, steps
+    return None
+
+  def recurrence_problem(self) -> str | None:
+    """None: nothing in this form depends on the platform's kernels."""
+    return None
 
 
 def flax_cell_name(cell: str, optimized: bool = False) -> str:

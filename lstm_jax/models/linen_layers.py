@@ -16,7 +16,6 @@ entry is drawn under its own Flax RNG key, so values differ from ``init_params(k
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import cells
-from lstm_jax import variable_length
+from lstm_jax.models import variable_length
 
 Params = dict[str, jax.Array]
 
@@ -33,16 +32,9 @@ Params = dict[str, jax.Array]
 def _declare_params(module: nn.Module, input_size: int) -> Params:
   """Declares the family's parameter entries on ``module`` (its ``cell``, ``hidden_size``, ``init_scheme``,
   ``forget_bias`` attributes) and returns them as the family's plain dict."""
-  family = cells.get_family(module.cell)
-  kwargs = {}
-  if "forget_bias" in inspect.signature(family.init_params).parameters:
-    kwargs["forget_bias"] = module.forget_bias
-  elif module.forget_bias != 0.0:
-    raise ValueError(f"forget_bias={module.forget_bias} is not supported by cell {module.cell!r} (it has no "
-                     f"forget gate); leave forget_bias at 0.0 for this cell.")
-
   def init_all(key: jax.Array) -> Params:
-    return family.init_params(key, input_size, module.hidden_size, module.init_scheme, **kwargs)
+    return cells.init_layer_params(module.cell, key, input_size, module.hidden_size, module.init_scheme,
+                                   module.forget_bias)
 
   names = jax.eval_shape(init_all, jax.random.key(0)).keys()
   return {name: module.param(name, lambda key, name=name: init_all(key)[name]) for name in names}

@@ -10,10 +10,10 @@ from typing import Any, Iterator
 
 from absl import flags
 
-from lstm_jax import checkpoint as checkpoint_lib
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
 from lstm_jax.data.vocab import Vocab
+from lstm_jax.train import checkpoint as checkpoint_lib
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -7,7 +7,7 @@
   scalars under hierarchical tags (``train/loss``, ``train/perplexity``, ``val/perplexity``,
   ``perf/tokens_per_sec``, ...), the config as hyperparameters with the final metrics, and the generated samples
   as text; flushed at every epoch (``flush``) and on close;
-- ``perplexity.png`` in the workdir (``lstm_jax.plots.plot_run``), redrawn at each logging epoch.
+- ``perplexity.png`` in the workdir (``lstm_jax.train.plots.plot_run``), redrawn at each logging epoch.
 
 Use it as a context manager so it is closed on every exit path (a failed run included). A file that cannot be
 written is a ``workdir.WriteError`` naming it, raised at once.
@@ -28,7 +28,7 @@ from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.record_writer import directory_check
 
-from lstm_jax import workdir as workdir_lib
+from lstm_jax.train import workdir as workdir_lib
 
 # Record keys -> TensorBoard tags; other keys go under "train/", "val/" by their prefix, else "other/".
 TAGS = {"train_loss": "train/loss", "train_perplexity": "train/perplexity",

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax.data.vocab import Vocab
-from lstm_jax.model import LanguageModel
+from lstm_jax.models.scratch import LanguageModel
 
 METHODS = ("greedy", "sample")
 

@@ -1,13 +1,13 @@
 """flax.nnx forms of the scratch cells: the same math and the same parameters, inside NNX modules.
 
-The NNX twins of ``lstm_jax.linen``:
+The NNX twins of ``lstm_jax.models.linen_layers``:
 
 - ``RecurrentCell``: one time step, for ``flax.nnx.RNN`` (or any loop): ``cell(carry, x [..., in]) -> (carry,
   h [..., H])``, with ``initialize_carry(input_shape, rngs)`` and ``num_feature_axes`` as ``nnx.RNN`` asks. It
   projects the input inside every step, as ``nnx.RNN`` requires.
 - ``RecurrentLayer``: a whole sequence with the input projection hoisted out of the time loop (one matmul for all
   steps), batch-major by default, returning ``(carry, outputs)`` like ``nnx.RNN(..., return_carry=True)``. Its
-  recurrence is the family's ``lax.scan`` (autodiff), as in ``lstm_jax.linen.RecurrentLayer``.
+  recurrence is the family's ``lax.scan`` (autodiff), as in ``lstm_jax.models.linen_layers.RecurrentLayer``.
 
 Both hold exactly the family's parameter entries as ``nnx.Param`` attributes of the same names, so
 ``nnx.to_pure_dict(nnx.state(module, nnx.Param))`` is the family's pytree (``{"W_x": [in, 4H], "W_h": [H, 4H],
@@ -25,7 +25,6 @@ modules are built eagerly, so the input size is an argument rather than inferred
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax import cells
-from lstm_jax import variable_length
+from lstm_jax.models import variable_length
 
 Params = dict[str, jax.Array]
 
@@ -47,20 +46,6 @@ def param_key(rngs: nnx.Rngs | jax.Array | int) -> jax.Array:
   if isinstance(rngs, int):
     return jax.random.key(rngs)
   return rngs
-
-
-def init_family_params(cell: str, key: jax.Array, in_features: int, hidden_features: int, init_scheme: str = "d2l",
-                       forget_bias: float = 0.0) -> Params:
-  """``family.init_params(key, in, H, init_scheme[, forget_bias])`` of ``cell``; a forget bias for a family without
-  a forget gate is an error."""
-  family = cells.get_family(cell)
-  kwargs = {}
-  if "forget_bias" in inspect.signature(family.init_params).parameters:
-    kwargs["forget_bias"] = forget_bias
-  elif forget_bias != 0.0:
-    raise ValueError(f"forget_bias={forget_bias} is not supported by cell {cell!r} (it has no forget gate); "
-                     f"leave forget_bias at 0.0 for this cell.")
-  return family.init_params(key, in_features, hidden_features, init_scheme, **kwargs)
 
 
 def _zero_carry(cell: str, batch_dims: tuple[int, ...], hidden_features: int, dtype) -> Any:
@@ -79,7 +64,7 @@ class _FamilyParams:
     self.hidden_features = hidden_features
     self.init_scheme = init_scheme
     self.forget_bias = forget_bias
-    values = init_family_params(cell, param_key(rngs), in_features, hidden_features, init_scheme, forget_bias)
+    values = cells.init_layer_params(cell, param_key(rngs), in_features, hidden_features, init_scheme, forget_bias)
     self.param_names = tuple(values)
     for name, value in values.items():
       setattr(self, name, nnx.Param(value))

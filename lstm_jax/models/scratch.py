@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from lstm_jax import cells
-from lstm_jax import variable_length
 from lstm_jax.cells import initializers
 from lstm_jax.cells import matmul as matmul_lib
+from lstm_jax.models import regularizers
+from lstm_jax.models import variable_length
 
 Carry = tuple[Any, ...]  # one carry per layer
 
@@ -66,7 +66,7 @@ class LanguageModel:
   kernel_devices: int = 0       # devices the batch (or the members) is split over; 0: jax.device_count()
   kernel_split: str = "batch"   # what those devices split: "batch" (data parallel: one kernel per device, see
                                 # lstm_jax.kernels.sharded) or "members" (a population's members that do not
-                                # divide over them, replicated: no kernel; lstm_jax.population sets it)
+                                # divide over them, replicated: no kernel; lstm_jax.sweeps.population sets it)
 
   @property
   def family(self):
@@ -125,14 +125,15 @@ class LanguageModel:
                            self.matmul_dtype)
 
   def recurrence_line(self, batch: int, steps: int) -> str | None:
-    """One line at start when ``auto`` chose on a GPU/TPU: which recurrence, on which chip, and the estimates."""
+    """One line at start when ``auto`` chose on a GPU/TPU (which recurrence, on which chip, and the estimates)
+    or passed over the kernel (``recurrence_note``); None otherwise."""
     found = self.estimates(batch, steps) if self.recurrence == "auto" else {}
+    note = self.recurrence_note()
     if not found:
-      return None
+      return note
     from lstm_jax.estimates import chips, step_time  # noqa: PLC0415
     chip, known = chips.current(self.platform)
     line = step_time.choice_line(self.shape(batch, steps), chip, known, found, step_time.choose(found))
-    note = self.recurrence_note()
     return f"{line} {note}" if note else line
 
   @property
@@ -196,14 +197,10 @@ class LanguageModel:
       params["embed"] = jax.random.normal(keys[-1], (self.vocab_size, self.embed_dim)) * 0.01 \
           if self.init_scheme == "d2l" else jax.random.normal(keys[-1], (self.vocab_size, self.embed_dim))
       input_size = self.embed_dim
-    takes_forget_bias = "forget_bias" in inspect.signature(self.family.init_params).parameters
-    if self.forget_bias and not takes_forget_bias:
-      raise ValueError(f"model.forget_bias={self.forget_bias} needs a cell with a forget gate, not {self.cell!r}; "
-                       f"set --config.model.forget_bias=0.")
-    layer_kwargs = {"forget_bias": self.forget_bias} if takes_forget_bias else {}
     layers = []
     for k in keys[:self.num_layers]:
-      layers.append(self.family.init_params(k, input_size, self.hidden_size, self.init_scheme, **layer_kwargs))
+      layers.append(cells.init_layer_params(self.cell, k, input_size, self.hidden_size, self.init_scheme,
+                                            self.forget_bias))
       input_size = self.hidden_size
     params["layers"] = tuple(layers)
     kernel_init, bias_init = initializers.dense_initializers(self.init_scheme, self.hidden_size)
@@ -213,7 +210,7 @@ class LanguageModel:
     return params
 
   def zero_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
-    return tuple(self.family.zero_carry(batch_size, self.hidden_size, dtype) for _ in range(self.num_layers))
+    return cells.stacked_zero_carry(self.cell, self.num_layers, batch_size, self.hidden_size, dtype)
 
   def apply(self, params: dict[str, Any], tokens_BT: jax.Array, carry: Carry | None = None, *,
             dropout_rng: jax.Array | None = None,
@@ -246,10 +243,7 @@ class LanguageModel:
         if index == 0:
           inputs_TBI = params["embed"][tokens_TB]
         else:
-          inputs_TBI = hs_TBH
-          if dropout_rng is not None and self.dropout > 0.0:
-            keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
-            inputs_TBI = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
+          inputs_TBI = regularizers.between_layers(hs_TBH, self.dropout, dropout_rng, index)
         xproj = family.project_inputs(self.matmul_params(layer_params, chosen), inputs_TBI)
       layer_params = self.matmul_params(layer_params, chosen)
       if seq_lengths is None:

@@ -27,8 +27,8 @@ import time
 from etils import epath
 
 from lstm_jax import config as config_lib
-from lstm_jax import progress as progress_lib
-from lstm_jax import workdir as workdir_lib
+from lstm_jax.train import progress as progress_lib
+from lstm_jax.train import workdir as workdir_lib
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -219,7 +219,7 @@ def render_slurm(runs_path: str | pathlib.Path, num_runs: int, cluster: Cluster 
   template = pathlib.Path(template)
   text = render(template.read_text(), values)
   shebang, _, rest = text.partition("\n")
-  return f"{shebang}\n# Rendered from launch/{template.name} by lstm_jax.sweep.render_slurm.\n{rest}"
+  return f"{shebang}\n# Rendered from launch/{template.name} by lstm_jax.sweeps.launch.render_slurm.\n{rest}"
 
 
 def slurm_script(runs: list[Run], root: pathlib.Path, cluster: Cluster = Cluster()) -> str:
@@ -271,7 +271,7 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
     if failed:
       raise SystemExit(f"Runs failed: {', '.join(failed)}; rerun the sweep to resume them.")
   elif mode == "population":
-    from lstm_jax import population  # noqa: PLC0415 (JAX is only needed in this mode)
+    from lstm_jax.sweeps import population  # noqa: PLC0415 (JAX is only needed in this mode)
     if pending:
       points = {run.name: point for run, point in zip(runs, load_sweep(config_spec, sweep_name))}
       configs = [run_config(config_spec, points[run.name], extra) for run in pending]

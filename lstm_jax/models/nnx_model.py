@@ -1,5 +1,5 @@
 """The language model in NNX form (``model.implementation=nnx``): the scratch ``LanguageModel`` built from
-``lstm_jax.nnx.RecurrentLayer`` modules, with the same functional interface (``init``, ``apply``, ``zero_carry``,
+``lstm_jax.models.nnx_layers.RecurrentLayer`` modules, with the same functional interface (``init``, ``apply``, ``zero_carry``,
 ``dropout``), so the train loop, evaluator, generator and checkpoints use it unchanged.
 
 ``Network`` is the NNX module: one-hot inputs (layer 0's projection a row gather of ``W_x``, as in the scratch
@@ -30,8 +30,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax import cells
-from lstm_jax import nnx as nnx_cells
 from lstm_jax.cells import initializers
+from lstm_jax.models import nnx_layers as nnx_cells
+from lstm_jax.models import regularizers
 
 Carry = tuple[Any, ...]  # one carry per layer
 
@@ -78,10 +79,7 @@ class Network(nnx.Module):
       if index == 0:
         xproj = layer.project_one_hot(tokens_TB) if self.embed is None else layer.project(self.embed(tokens_TB))
       else:
-        inputs_TBI = hs_TBH
-        if dropout_rng is not None and self.dropout > 0.0:
-          keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, index), 1.0 - self.dropout, hs_TBH.shape)
-          inputs_TBI = jnp.where(keep, hs_TBH / (1.0 - self.dropout), 0.0)
+        inputs_TBI = regularizers.between_layers(hs_TBH, self.dropout, dropout_rng, index)
         xproj = layer.project(inputs_TBI)
       layer_carry, hs_TBH = layer.recur(xproj, layer_carry, seq_lengths)
       new_carry.append(layer_carry)
@@ -149,8 +147,7 @@ class NnxLanguageModel:
     return _plain(nnx.to_pure_dict(_abstract_split(self)[1]))
 
   def zero_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
-    family = cells.get_family(self.cell)
-    return tuple(family.zero_carry(batch_size, self.hidden_size, dtype) for _ in range(self.num_layers))
+    return cells.stacked_zero_carry(self.cell, self.num_layers, batch_size, self.hidden_size, dtype)
 
   def apply(self, params: dict[str, Any], tokens_BT: jax.Array, carry: Carry | None = None, *,
             dropout_rng: jax.Array | None = None, seq_lengths: jax.Array | None = None) -> tuple[jax.Array, Carry]:
@@ -162,6 +159,15 @@ class NnxLanguageModel:
     if carry is None:
       carry = self.zero_carry(tokens_BT.shape[0])
     return self.merge(params)(tokens_BT, carry, dropout_rng=dropout_rng, seq_lengths=seq_lengths)
+
+  def recurrence_line(self, batch: int, steps: int) -> str | None:
+    """None: this form runs one recurrence, chosen by nothing."""
+    del batch, steps
+    return None
+
+  def recurrence_problem(self) -> str | None:
+    """None: nothing in this form depends on the platform's kernels."""
+    return None
 
 
 @functools.lru_cache(maxsize=64)

@@ -14,14 +14,14 @@ from typing import Any, Callable
 import ml_collections
 
 from lstm_jax import cells
-from lstm_jax import model as model_lib
-from lstm_jax import models
-from lstm_jax import optimizer as optimizer_lib
 from lstm_jax.cells import initializers
 from lstm_jax.cells import matmul
 from lstm_jax.data import batching
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
+from lstm_jax.models import factory as models
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import optimizer as optimizer_lib
 
 
 class ConfigError(ValueError):
@@ -174,7 +174,7 @@ def check(config: ml_collections.ConfigDict, corpus: corpora.Corpus | None = Non
 
 def check_model(model) -> None:
   """Raises ``ConfigError`` when the built model cannot run as configured on this platform (an explicit
-  ``recurrence=pallas`` outside the kernels' envelope); models without that notion pass."""
-  problem = model.recurrence_problem() if hasattr(model, "recurrence_problem") else None
+  ``recurrence=pallas`` outside the kernels' envelope)."""
+  problem = model.recurrence_problem()
   if problem:
     raise ConfigError(problem)

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-DATA_AXIS = "data"
+from lstm_jax.kernels.sharded import DATA_AXIS
 
 
 def mesh(devices: list[jax.Device] | None = None, axis_name: str = DATA_AXIS) -> Mesh:

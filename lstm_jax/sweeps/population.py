@@ -28,19 +28,19 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from lstm_jax import checkpoint as checkpoint_lib
-from lstm_jax import evaluate as evaluate_lib
-from lstm_jax import metrics as metrics_lib
-from lstm_jax import model as model_lib
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import sharding as sharding_lib
-from lstm_jax import train as train_lib
-from lstm_jax import validation
-from lstm_jax import workdir as workdir_lib
-from lstm_jax import models
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
-from lstm_jax.train_state import SavedState, TrainState, create_train_state
+from lstm_jax.models import factory as models
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import evaluate as evaluate_lib
+from lstm_jax.train import loop as train_lib
+from lstm_jax.train import metrics as metrics_lib
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import sharding as sharding_lib
+from lstm_jax.train import validation
+from lstm_jax.train import workdir as workdir_lib
+from lstm_jax.train.state import SavedState, TrainState, create_train_state
 
 POPULATION_KEYS = ("seed", "optimizer.learning_rate", "optimizer.clip_norm")
 _IGNORED_KEYS = ("train.", "generate.")  # logging cadence and samples may differ; they do not change the math

@@ -1,6 +1,6 @@
 """The language model with its LSTM layers run by cuDNN (``model.implementation=cudnn``): the library anchor on GPU.
 
-Parameters, carry and head are exactly ``lstm_jax.model.LanguageModel``'s (so checkpoints, evaluation, generation
+Parameters, carry and head are exactly ``lstm_jax.models.scratch.LanguageModel``'s (so checkpoints, evaluation, generation
 and the converters are shared); only the recurrence differs: the layers' weights are packed into cuDNN's flat
 vector (``lstm_jax.interop.cudnn.to_cudnn``, differentiable) and all layers run in one
 ``jax.experimental.rnn.lstm`` call on batch-major one-hot (or embedded) inputs ``[B, T, in]``.
@@ -15,9 +15,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lstm_jax import model as model_lib
 from lstm_jax.cells.lstm import LSTMCarry
 from lstm_jax.interop import cudnn
+from lstm_jax.models import scratch as model_lib
 
 # Swapped in by tests on CPU (jax.experimental.rnn.lstm_ref computes the same function in pure JAX).
 cudnn_layers = cudnn.layers

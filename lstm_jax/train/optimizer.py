@@ -2,7 +2,7 @@
 
 ``make_optimizer(config.optimizer)`` serves a single run and the benchmarks; ``member_optimizer`` builds the same
 chain with its learning rate and clipping threshold held as arrays in the optimizer state
-(``optax.inject_hyperparams``), so that population members (``lstm_jax.population``) share one compiled step.
+(``optax.inject_hyperparams``), so that population members (``lstm_jax.sweeps.population``) share one compiled step.
 """
 
 from __future__ import annotations

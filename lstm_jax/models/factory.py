@@ -1,6 +1,6 @@
-"""The model a config names (``config.model.implementation``): our scratch ``LanguageModel`` (``lstm_jax.model``),
-the library model over Flax's cells (``lstm_jax.library_model``), the scratch cells as flax.nnx modules
-(``lstm_jax.nnx_model``) or cuDNN's LSTM (``lstm_jax.cudnn_model``). All share ``init(key)``, ``apply(params,
+"""The model a config names (``config.model.implementation``): our scratch ``LanguageModel`` (``lstm_jax.models.scratch``),
+the library model over Flax's cells (``lstm_jax.models.library``), the scratch cells as flax.nnx modules
+(``lstm_jax.models.nnx_model``) or cuDNN's LSTM (``lstm_jax.models.cudnn``). All share ``init(key)``, ``apply(params,
 tokens_BT, carry)`` and ``zero_carry(batch)``.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from lstm_jax import cudnn_model
-from lstm_jax import library_model
-from lstm_jax import model as model_lib
-from lstm_jax import nnx_model
+from lstm_jax.models import cudnn as cudnn_model
+from lstm_jax.models import library as library_model
+from lstm_jax.models import nnx_model
+from lstm_jax.models import scratch as model_lib
 
 IMPLEMENTATIONS = ("scratch", "flax", "flax_optimized", "nnx", "cudnn")
 

@@ -34,11 +34,11 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from lstm_jax import config as config_lib
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import train_state as train_state_lib
-from lstm_jax import workdir as workdir_lib
-from lstm_jax import models
 from lstm_jax.data.vocab import Vocab
+from lstm_jax.models import factory as models
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import state as train_state_lib
+from lstm_jax.train import workdir as workdir_lib
 
 COMPATIBILITY_KEYS = config_lib.RECIPE_SECTIONS
 

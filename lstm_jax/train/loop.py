@@ -3,7 +3,7 @@
 ``train_and_evaluate`` runs: ``start_run`` (corpus, model, optimizer, compiled step; nothing written yet),
 ``restore_or_init`` (the latest checkpoint, or fresh parameters), then per epoch ``train_epoch`` (the minibatches,
 with mid-epoch saves and stop requests) and ``end_of_epoch`` (the epoch's record: perplexity, validation,
-tokens/s, the progress line). ``lstm_jax.population`` reuses ``epoch_record`` and the step.
+tokens/s, the progress line). ``lstm_jax.sweeps.population`` reuses ``epoch_record`` and the step.
 
 The recurrent state (``TrainState.carry``) follows the book: with ``sequential`` sampling it is zeroed at the
 start of every epoch and carried from one minibatch into the next with ``stop_gradient`` (truncated BPTT);
@@ -26,22 +26,22 @@ import numpy as np
 import optax
 from absl import logging
 
-from lstm_jax import checkpoint as checkpoint_lib
-from lstm_jax import evaluate as evaluate_lib
-from lstm_jax import generate as generate_lib
-from lstm_jax import loss as loss_lib
-from lstm_jax import metrics as metrics_lib
-from lstm_jax import model as model_lib
-from lstm_jax import models
-from lstm_jax import optimizer as optimizer_lib
-from lstm_jax import plots
-from lstm_jax import progress as progress_lib
-from lstm_jax import sharding as sharding_lib
-from lstm_jax import validation
-from lstm_jax import workdir as workdir_lib
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
-from lstm_jax.train_state import SavedState, TrainState, abstract_saved_state, create_train_state
+from lstm_jax.models import factory as models
+from lstm_jax.models import scratch as model_lib
+from lstm_jax.train import checkpoint as checkpoint_lib
+from lstm_jax.train import evaluate as evaluate_lib
+from lstm_jax.train import generate as generate_lib
+from lstm_jax.train import loss as loss_lib
+from lstm_jax.train import metrics as metrics_lib
+from lstm_jax.train import optimizer as optimizer_lib
+from lstm_jax.train import plots
+from lstm_jax.train import progress as progress_lib
+from lstm_jax.train import sharding as sharding_lib
+from lstm_jax.train import validation
+from lstm_jax.train import workdir as workdir_lib
+from lstm_jax.train.state import SavedState, TrainState, abstract_saved_state, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -241,10 +241,9 @@ def start_run(config: ml_collections.ConfigDict, workdir) -> Run:
   model = models.from_config(config.model, len(corpus.vocab))
   validation.check_model(model)
   d = config.data
-  line = model.recurrence_line(d.batch_size, d.num_steps) if hasattr(model, "recurrence_line") else None
-  note = line or (model.recurrence_note() if hasattr(model, "recurrence_note") else None)
-  if note and jax.process_index() == 0:
-    logging.warning(note)
+  line = model.recurrence_line(d.batch_size, d.num_steps)
+  if line and jax.process_index() == 0:
+    logging.warning(line)
   optimizer = optimizer_lib.make_optimizer(config.optimizer)
   carry_state = pipeline.carries_state(config.data)
   logging.info("Corpus %s (%s): %d training tokens, %d validation tokens, vocabulary %d.", config.data.corpus,

@@ -8,8 +8,8 @@ import json
 import pathlib
 from typing import Any
 
-from lstm_jax import plots
-from lstm_jax import workdir as workdir_lib
+from lstm_jax.train import plots
+from lstm_jax.train import workdir as workdir_lib
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   out = {}
