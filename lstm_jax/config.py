@@ -25,7 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0                           # seeds init, data order (offsets, shuffles), dropout and sampling
 
   c.data = ml_collections.ConfigDict()
-  c.data.corpus = "timemachine"        # "timemachine", "jaychou", or a path to a UTF-8 text file or directory
+  c.data.corpus = "timemachine"        # "timemachine", "jaychou", "tinyshakespeare", or a path to a UTF-8 text file/dir
   c.data.edition = "d2l_2019"          # preprocessing + batching rules: d2l_zh1 | d2l_2019 | d2l_0x | d2l_1x | raw
   c.data.tokens = "char"               # raw edition: char | word (whitespace-separated words)
   c.data.data_dir = ""                 # directory holding the corpus files (else $LSTM_JAX_DATA_DIR, cache, download)
@@ -51,6 +51,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.init_scheme = "d2l"          # d2l: N(0, 0.01) / zeros | pytorch: U(+-1/sqrt(H)) | flax: lecun/orthogonal
   c.model.forget_bias = 0.0            # added to the forget-gate bias at init (LSTM)
   c.model.dropout = 0.0                # dropout between stacked layers, training only
+  # Regularizers (AWD-LSTM's; lstm_jax/models/regularizers.py), all off by default, training only; scratch model:
+  c.model.weight_drop = 0.0            # DropConnect on each layer's W_h, one mask per minibatch (every recurrence)
+  c.model.locked_dropout = 0.0         # one mask per sequence on each layer's inputs (embedded) and the top outputs
+  c.model.embedding_dropout = 0.0      # whole rows of the embedding dropped per minibatch (needs embed_dim)
+  c.model.recurrent_dropout = 0.0      # a mask per sequence on h inside the step (recurrence=scan; lstm, rnn cells)
+  c.model.tie_weights = False          # output layer = embedding transposed (needs embed_dim; projects H -> E first)
+  c.model.ar = 0.0                     # loss + ar * mean(top outputs after dropout ^ 2) (activation regularization)
+  c.model.tar = 0.0                    # loss + tar * mean((h_t - h_{t-1}) ^ 2), top outputs before dropout (temporal)
   c.model.unroll = 1                   # lax.scan unroll factor
   c.model.recurrence = "auto"          # auto: on a GPU/TPU the lowest estimate (lstm_jax.estimates), else fused_vjp
                                        # (lstm, rnn), else scan |
@@ -67,6 +75,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.decay_steps = 1000       # schedules: decay length (exponential: steps per decay_rate factor)
   c.optimizer.end_fraction = 0.0       # schedules: final rate as a fraction of learning_rate
   c.optimizer.decay_rate = 0.5         # warmup_exponential: factor per decay_steps
+  c.optimizer.averaging = "none"       # none | nt_asgd: average the iterates from when validation stops improving
+                                       # (AWD-LSTM's NT-ASGD); evaluation, samples and checkpoints' best use it
+  c.optimizer.nonmono = 5              # nt_asgd: start when validation is worse than the best before the last N checks
 
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 160             # passes over the training tokens

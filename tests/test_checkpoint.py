@@ -56,18 +56,28 @@ def _final_params(workdir):
   return params
 
 
-@pytest.mark.parametrize("sampling, stop_signal", [("sequential", signal.SIGKILL), ("random", signal.SIGKILL),
-                                                   ("sequential", signal.SIGTERM)])
+# Averaged SGD started after the first worse validation, with the regularizers' masks drawn every step.
+AVERAGED = ("--config.optimizer.averaging=nt_asgd", "--config.optimizer.nonmono=1",
+            "--config.train.eval_every_epochs=1", "--config.optimizer.learning_rate=4.0", "--config.model.embed_dim=4",
+            "--config.model.weight_drop=0.3", "--config.model.locked_dropout=0.2")
+
+
+@pytest.mark.parametrize("sampling, stop_signal, overrides", [
+    ("sequential", signal.SIGKILL, ()), ("random", signal.SIGKILL, ()), ("sequential", signal.SIGTERM, ()),
+    ("sequential", signal.SIGKILL, AVERAGED)])
 @pytest.mark.slow
-def test_killed_then_resumed_equals_an_uninterrupted_run_bit_for_bit(tmp_path, sampling, stop_signal):
+def test_killed_then_resumed_equals_an_uninterrupted_run_bit_for_bit(tmp_path, sampling, stop_signal, overrides):
   config_path = _write_config(tmp_path, sampling)
   reference = tmp_path / "reference"
-  subprocess.run(_command(config_path, reference), check=True, env=_env(), cwd=REPO, capture_output=True)
+  subprocess.run(_command(config_path, reference, *overrides), check=True, env=_env(), cwd=REPO,
+                 capture_output=True)
+  if overrides:
+    assert any("averaging_from_step" in r for r in _read(reference / "metrics.jsonl")), "averaging never started"
 
   interrupted = tmp_path / "interrupted"
-  process = subprocess.Popen(_command(config_path, interrupted), env=_env(), cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
-  kill_point = random.Random(f"{sampling}-{stop_signal}")  # seeded: a failure replays at the same point
+  process = subprocess.Popen(_command(config_path, interrupted, *overrides), env=_env(), cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  kill_point = random.Random(f"{sampling}-{stop_signal}-{len(overrides)}")  # seeded: a failure replays there
   epochs_to_wait = kill_point.randint(1, 4)
   for _ in range(epochs_to_wait):
     process.stdout.readline()
@@ -81,7 +91,7 @@ def test_killed_then_resumed_equals_an_uninterrupted_run_bit_for_bit(tmp_path, s
   saved.close()
   assert killed_at is not None, "the run was killed before its first checkpoint"
 
-  resumed = subprocess.run(_command(config_path, interrupted), check=True, env=_env(), cwd=REPO,
+  resumed = subprocess.run(_command(config_path, interrupted, *overrides), check=True, env=_env(), cwd=REPO,
                            capture_output=True, text=True)
   assert f"Resumed from checkpoint step {killed_at}" in resumed.stdout or "nothing to do" in resumed.stdout
   expected, actual = _final_params(reference), _final_params(interrupted)

@@ -37,7 +37,8 @@ def main(argv):
       result = evaluate_lib.evaluate_ids(model, params, ids, _BATCH_SIZE.value or config.data.batch_size,
                                          config.data.num_steps)
   print(f"{source}: perplexity {result.perplexity:.4f} (NLL {result.mean_nll:.4f} +- {result.stderr_nll:.4f} nats), "
-        f"{result.bits_per_token:.4f} bits per token, {result.num_tokens} tokens")
+        f"{result.bits_per_token:.4f} bits per {'character' if vocab.separator == '' else 'token'}, "
+        f"{result.num_tokens} tokens")
 
 
 def run():

@@ -11,6 +11,7 @@ import dataclasses
 from lstm_jax.models import cudnn as cudnn_model
 from lstm_jax.models import library as library_model
 from lstm_jax.models import nnx_model
+from lstm_jax.models import regularizers
 from lstm_jax.models import scratch as model_lib
 
 IMPLEMENTATIONS = ("scratch", "flax", "flax_optimized", "nnx", "cudnn")
@@ -20,6 +21,11 @@ def from_config(model_config, vocab_size: int):
   """Builds the model from the ``config.model`` section; the vocabulary size is filled in from the data."""
   settings = dict(model_config.items())
   implementation = settings.pop("implementation", "scratch")
+  refused = regularizers.problems(settings, implementation)
+  if refused:
+    raise ValueError(refused[0])
+  if implementation != "scratch":  # the options are off (checked above): the other forms do not have the fields
+    settings = {k: v for k, v in settings.items() if k not in regularizers.OPTIONS}
   if implementation in ("flax", "flax_optimized"):
     if settings.get("matmul_dtype", "float32") != "float32":
       raise ValueError(f"model.matmul_dtype={settings['matmul_dtype']} applies to our own recurrences; Flax's cells "

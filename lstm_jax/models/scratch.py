@@ -4,7 +4,11 @@ Parameters are a pytree::
 
     {"embed": [V, E]            (only when ``embed_dim`` is set; otherwise inputs are one-hot),
      "layers": ({"W_x": [in, G*H], "W_h": [H, G*H], "b": [G*H]}, ...),   one dict per layer
-     "head": {"W": [H, V], "b": [V]}}
+     "head": {"W": [H, V], "b": [V]}}   (tie_weights: {"b": [V]}, and "proj": [H, E] when H != E; the
+                                        output layer is then the embedding transposed)
+
+Regularizers (``weight_drop``, ``locked_dropout``, ``embedding_dropout``, ``recurrent_dropout``, ``ar`` / ``tar``;
+``lstm_jax.models.regularizers``) act only in training, when ``apply`` gets a dropout key.
 
 One-hot inputs, as in every edition of D2L, are never materialised: ``one_hot(tokens) @ W_x`` equals the row
 gather ``W_x[tokens]``, which is what the first layer's hoisted input projection computes.
@@ -47,6 +51,11 @@ def _pallas_recurrence(cell: str):
   return kernels[cell].recurrence
 
 
+def _padded(recurrence, seq_lengths_B: jax.Array, params, xproj_TBG: jax.Array, carry, unroll: int = 1):
+  """``recurrence`` over a batch padded after ``seq_lengths [B]`` (``variable_length.masked_recurrence``)."""
+  return variable_length.masked_recurrence(recurrence, params, xproj_TBG, carry, seq_lengths_B, unroll=unroll)
+
+
 @dataclasses.dataclass(frozen=True)
 class LanguageModel:
   """Static description of the model; ``init`` and ``apply`` are pure functions of params and inputs."""
@@ -58,6 +67,15 @@ class LanguageModel:
   init_scheme: str = "d2l"      # see lstm_jax.cells.initializers
   forget_bias: float = 0.0      # added to the LSTM forget-gate bias at init
   dropout: float = 0.0          # dropout rate between stacked layers (training only)
+  weight_drop: float = 0.0      # DropConnect on each layer's W_h, one mask per minibatch (training only)
+  locked_dropout: float = 0.0   # one mask per sequence, the same at every step: on each layer's inputs (the
+                                # first layer's with embed_dim) and the top layer's outputs (training only)
+  embedding_dropout: float = 0.0  # whole rows of the embedding dropped per minibatch (needs embed_dim)
+  recurrent_dropout: float = 0.0  # a mask per sequence on h where it enters h @ W_h (recurrence scan; lstm, rnn)
+  tie_weights: bool = False     # output layer = the embedding transposed (needs embed_dim; a [H, E] projection
+                                # before it when hidden_size != embed_dim)
+  ar: float = 0.0               # training loss + ar * mean(top layer's outputs after dropout ^ 2)
+  tar: float = 0.0              # training loss + tar * mean((h_t - h_{t-1}) ^ 2) of the top outputs before dropout
   unroll: int = 1               # lax.scan unroll factor
   recurrence: str = "auto"      # see RECURRENCES
   matmul_dtype: str = "float32"  # float32 | bfloat16: operands of the layers' matmuls (accumulation, state: float32)
@@ -67,6 +85,11 @@ class LanguageModel:
   kernel_split: str = "batch"   # what those devices split: "batch" (data parallel: one kernel per device, see
                                 # lstm_jax.kernels.sharded) or "members" (a population's members that do not
                                 # divide over them, replicated: no kernel; lstm_jax.sweeps.population sets it)
+
+  def __post_init__(self):
+    found = regularizers.problems(dataclasses.asdict(self))
+    if found:
+      raise ValueError(found[0])
 
   @property
   def family(self):
@@ -96,6 +119,8 @@ class LanguageModel:
                          f"use --config.model.recurrence=scan (or auto).")
     if self.recurrence != "auto":
       return self.recurrence
+    if self.recurrent_dropout > 0.0:
+      return "scan"  # the one recurrence with the variational mask inside the step
     found = self.estimates(batch, steps)
     if found:
       from lstm_jax.estimates import step_time  # noqa: PLC0415
@@ -107,6 +132,8 @@ class LanguageModel:
     fused_vjp and scan, as the cell has them."""
     names = ("pallas",) if self.cell in PALLAS and self.platform in ("gpu", "tpu") and self.kernel_limit is None \
         else ()
+    if self.recurrent_dropout > 0.0:
+      return ("scan",)
     return names + (("fused_vjp",) if self.cell in FUSED_VJP else ()) + ("scan",)
 
   def estimates(self, batch: int, steps: int) -> dict:
@@ -205,8 +232,11 @@ class LanguageModel:
     params["layers"] = tuple(layers)
     kernel_init, bias_init = initializers.dense_initializers(self.init_scheme, self.hidden_size)
     k_w, k_b = jax.random.split(keys[self.num_layers])
-    params["head"] = {"W": kernel_init(k_w, (self.hidden_size, self.vocab_size), jnp.float32),
-                      "b": bias_init(k_b, (self.vocab_size,), jnp.float32)}
+    params["head"] = {"b": bias_init(k_b, (self.vocab_size,), jnp.float32)}
+    if not self.tie_weights:
+      params["head"]["W"] = kernel_init(k_w, (self.hidden_size, self.vocab_size), jnp.float32)
+    elif self.embed_dim != self.hidden_size:
+      params["head"]["proj"] = kernel_init(k_w, (self.hidden_size, self.embed_dim), jnp.float32)
     return params
 
   def zero_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
@@ -215,22 +245,39 @@ class LanguageModel:
   def apply(self, params: dict[str, Any], tokens_BT: jax.Array, carry: Carry | None = None, *,
             dropout_rng: jax.Array | None = None,
             seq_lengths: jax.Array | None = None) -> tuple[jax.Array, Carry]:
-    """Tokens ``[B, T]`` (int) -> ``(logits [B, T, V], final carry)``. Dropout only when ``dropout_rng`` is given.
+    """Tokens ``[B, T]`` (int) -> ``(logits [B, T, V], final carry)``. Dropout (every kind the model sets) only
+    when ``dropout_rng`` is given.
 
     ``seq_lengths [B]``: a padded batch; the carry returned is each sequence's last valid one and the hidden
     states at padded steps are zero (their logits are the head's bias: mask them out of any loss).
     """
-    batch_size = tokens_BT.shape[0]
+    logits_BTV, new_carry, _ = self.forward(params, tokens_BT, carry, dropout_rng=dropout_rng,
+                                            seq_lengths=seq_lengths)
+    return logits_BTV, new_carry
+
+  def forward(self, params: dict[str, Any], tokens_BT: jax.Array, carry: Carry | None = None, *,
+              dropout_rng: jax.Array | None = None,
+              seq_lengths: jax.Array | None = None) -> tuple[jax.Array, Carry, jax.Array]:
+    """``apply`` that also returns the training loss's activation penalty (AR / TAR; 0 when both are off)."""
     if carry is None:
-      carry = self.zero_carry(batch_size)
-    tokens_TB = tokens_BT.T
-    hs_TBH, new_carry = self.hidden_states(params, tokens_TB, carry, dropout_rng, seq_lengths)
-    logits_TBV = hs_TBH @ params["head"]["W"] + params["head"]["b"]
-    return jnp.swapaxes(logits_TBV, 0, 1), new_carry
+      carry = self.zero_carry(tokens_BT.shape[0])
+    raw_TBH, new_carry = self.hidden_states(params, tokens_BT.T, carry, dropout_rng, seq_lengths)
+    dropped_TBH = regularizers.locked(raw_TBH, self.locked_dropout, dropout_rng, self.num_layers)
+    penalty = regularizers.activation_penalty(self.ar, self.tar, dropped_TBH, raw_TBH)
+    return jnp.swapaxes(self.logits(params, dropped_TBH), 0, 1), new_carry, penalty
+
+  def logits(self, params: dict[str, Any], hs_TBH: jax.Array) -> jax.Array:
+    """Top-layer hidden states ``[T, B, H]`` -> logits ``[T, B, V]`` (through the embedding with tied weights)."""
+    head = params["head"]
+    if not self.tie_weights:
+      return hs_TBH @ head["W"] + head["b"]
+    features = hs_TBH @ head["proj"] if "proj" in head else hs_TBH
+    return features @ params["embed"].T + head["b"]
 
   def hidden_states(self, params, tokens_TB: jax.Array, carry: Carry, dropout_rng: jax.Array | None = None,
                     seq_lengths: jax.Array | None = None) -> tuple[jax.Array, Carry]:
-    """Time-major tokens ``[T, B]`` -> ``(top-layer hidden states [T, B, H], final carry per layer)``."""
+    """Time-major tokens ``[T, B]`` -> ``(top-layer hidden states [T, B, H], final carry per layer)``, before the
+    locked dropout on the top layer's outputs."""
     family = self.family
     chosen = self.recurrence_for(tokens_TB.shape[1], tokens_TB.shape[0])
     recurrence_fn = self.recurrence_fn_for(chosen)
@@ -241,15 +288,22 @@ class LanguageModel:
         xproj = layer_params["W_x"][tokens_TB] + layer_params["b"]  # == one_hot(tokens) @ W_x + b, kept float32
       else:
         if index == 0:
-          inputs_TBI = params["embed"][tokens_TB]
+          embed = regularizers.embedding_rows(params["embed"], self.embedding_dropout, dropout_rng)
+          inputs_TBI = embed[tokens_TB]
         else:
           inputs_TBI = regularizers.between_layers(hs_TBH, self.dropout, dropout_rng, index)
+        inputs_TBI = regularizers.locked(inputs_TBI, self.locked_dropout, dropout_rng, index)
         xproj = family.project_inputs(self.matmul_params(layer_params, chosen), inputs_TBI)
+      layer_params = dict(layer_params, W_h=regularizers.drop_connect(layer_params["W_h"], self.weight_drop,
+                                                                      dropout_rng, index))
       layer_params = self.matmul_params(layer_params, chosen)
-      if seq_lengths is None:
-        layer_carry, hs_TBH = recurrence_fn(layer_params, xproj, layer_carry, unroll=self.unroll)
-      else:
-        layer_carry, hs_TBH = variable_length.masked_recurrence(family.recurrence, layer_params, xproj, layer_carry,
-                                                                seq_lengths, unroll=self.unroll)
+      layer_recurrence = recurrence_fn
+      if seq_lengths is not None:
+        layer_recurrence = functools.partial(_padded, family.recurrence, seq_lengths)
+      mask_BH = regularizers.recurrent_mask(self.recurrent_dropout, dropout_rng, index, tokens_TB.shape[1],
+                                            self.hidden_size)
+      if mask_BH is not None:
+        layer_recurrence = regularizers.variational_recurrence(layer_recurrence, mask_BH)
+      layer_carry, hs_TBH = layer_recurrence(layer_params, xproj, layer_carry, unroll=self.unroll)
       new_carry.append(layer_carry)
     return hs_TBH, tuple(new_carry)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import statistics
 from typing import Any
 
 from lstm_jax.train import plots
@@ -34,10 +35,11 @@ def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[s
       continue
     if not final:
       continue
-    rows.append({"run": workdir.name, **config, **{f"final.{k}": v for k, v in final[-1].items()}})
+    rows.append({"run": workdir.name, "workdir": workdir, **config,
+                 **{f"final.{k}": v for k, v in final[-1].items()}})
   if not rows:
     raise ValueError(f"No finished runs under {sweep_dir}; run the sweep first.")
-  config_keys = [k for k in rows[0] if not k.startswith("final.") and k not in ("run", "data.data_dir")]
+  config_keys = [k for k in rows[0] if not k.startswith("final.") and k not in ("run", "workdir", "data.data_dir")]
   varying = [k for k in config_keys if len({str(r.get(k)) for r in rows}) > 1]
   rows.sort(key=lambda r: tuple(_number_first(r.get(k)) for k in varying))
   return rows, varying
@@ -91,11 +93,78 @@ def plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Path) -> 
   plots.save(figure, path)
 
 
+def _mean_std(values: list[float]) -> str:
+  """``mean +- sample std`` (3 decimals; the std only with two or more values)."""
+  values = [float(v) for v in values if isinstance(v, (int, float))]
+  if not values:
+    return "-"
+  if len(values) == 1:
+    return f"{values[0]:.3f}"
+  return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+
+
+def _unit(rows: list[dict[str, Any]]) -> str:
+  """``bpc`` when every run logged bits per character (character tokens), else ``perplexity``."""
+  return "bpc" if all("final.val_bpc" in r or "final.train_bpc" in r for r in rows) else "perplexity"
+
+
+def seed_groups(rows: list[dict[str, Any]], varying: list[str]) -> dict[tuple, list[dict[str, Any]]]:
+  """The runs grouped by every varying config key but ``seed`` (one group per configuration)."""
+  keys = [k for k in varying if k != "seed"]
+  groups: dict[tuple, list[dict[str, Any]]] = {}
+  for r in rows:
+    groups.setdefault(tuple(str(r.get(k)) for k in keys), []).append(r)
+  return groups
+
+
+def seed_table(rows: list[dict[str, Any]], varying: list[str]) -> str:
+  """Mean and spread over seeds per configuration: train and validation (bits per character on character
+  corpora, else perplexity; the last epoch's), the best validation of each run, wall time and tokens/s."""
+  unit, keys = _unit(rows), [k for k in varying if k != "seed"]
+  columns = keys + ["seeds", f"train {unit}", f"val {unit}", f"best val {unit}", "wall time (s)", "tokens/s"]
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  for group, runs in seed_groups(rows, varying).items():
+    best = [min(curve(r["workdir"], f"val_{unit}")[1], default=float("nan")) for r in runs]
+    cells = list(group) + [str(len(runs)), _mean_std([r.get(f"final.train_{unit}") for r in runs]),
+                           _mean_std([r.get(f"final.val_{unit}") for r in runs]), _mean_std(best),
+                           _mean_std([r.get("final.wall_time_sec") for r in runs]),
+                           _mean_std([r.get("final.tokens_per_sec") for r in runs]).replace(".000", "")]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def curve(workdir: pathlib.Path, metric: str) -> tuple[list[int], list[float]]:
+  """``(epochs, values)`` of ``metric`` in a run's epoch records."""
+  records = [r for r in workdir_lib.read_metrics(workdir) if "epoch" in r and not r.get("final") and metric in r]
+  return [r["epoch"] for r in records], [r[metric] for r in records]
+
+
+def curves_plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Path) -> None:
+  """Validation (bits per character, else perplexity) per epoch: one colour per configuration, one line per seed."""
+  unit = _unit(rows)
+  figure, axis = plots.figure(6.4, 4.4)
+  for index, (group, runs) in enumerate(seed_groups(rows, varying).items()):
+    label = ", ".join(group) or "runs"
+    for r in runs:
+      epochs, values = curve(r["workdir"], f"val_{unit}")
+      axis.plot(epochs, values, marker="o", color=f"C{index}", alpha=0.8, label=label)
+      label = None
+  axis.set_xlabel("epoch")
+  axis.set_ylabel(f"validation {unit}")
+  axis.grid(True, alpha=0.3)
+  axis.legend()
+  plots.save(figure, path)
+
+
 def aggregate(sweep_dir) -> str:
-  """Writes ``RESULTS.md`` and ``plot.png`` into ``sweep_dir``; returns the table."""
+  """Writes ``RESULTS.md`` and ``plot.png`` into ``sweep_dir`` (with several seeds per configuration also the
+  mean and spread over seeds, and ``curves.png``: the validation curves); returns the tables."""
   sweep_dir = pathlib.Path(sweep_dir)
   rows, varying = collect(sweep_dir)
   table = markdown_table(rows, varying)
+  if "seed" in varying:
+    table = seed_table(rows, varying) + "\n" + table
+    curves_plot(rows, varying, sweep_dir / "curves.png")
   (sweep_dir / "RESULTS.md").write_text(table)
   plot(rows, varying, sweep_dir / "plot.png")
   return table

@@ -305,7 +305,8 @@ def load_params(workdir: workdir_lib.PathLike, step: int | str | None = None):
   """Loads ``(model, params, vocab, config)`` from a workdir's checkpoint for evaluation or generation.
 
   ``step``: an int, ``"best"`` (lowest saved perplexity) or ``None`` (latest). Restores onto this host's default
-  device whatever device layout wrote the checkpoint; the shapes come from the saved config and vocabulary.
+  device whatever device layout wrote the checkpoint; the shapes come from the saved config and vocabulary. A run
+  with averaged SGD (``optimizer.averaging``) gives its average once averaging has started.
   """
   if not workdir_lib.checkpoint_dir(workdir).is_dir():
     raise CheckpointError(f"No checkpoints in {workdir_lib.checkpoint_dir(workdir)}; train first with "
@@ -318,12 +319,16 @@ def load_params(workdir: workdir_lib.PathLike, step: int | str | None = None):
     vocab = Vocab.from_json(meta["vocab"])
     model = models.from_config(config.model, len(vocab))
     optimizer = optimizer_lib.make_optimizer(config.optimizer)
+    averaging = config.optimizer.get("averaging", "none") != "none"
     state = jax.eval_shape(lambda: train_state_lib.create_train_state(model, optimizer, config.seed,
-                                                                      config.data.batch_size))
+                                                                      config.data.batch_size, averaging))
     restored = checkpointer.restore_state(chosen, train_state_lib.abstract_saved_state(state),
                                           meta.get("checksums"))
   finally:
     checkpointer.close()
+  average = restored["train"].get("average")
+  if average is not None and int(average["count"]) > 0:  # averaged SGD: the average is the model
+    return model, average["params"], vocab, config
   return model, restored["train"]["params"], vocab, config
 
 

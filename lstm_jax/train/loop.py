@@ -41,7 +41,8 @@ from lstm_jax.train import progress as progress_lib
 from lstm_jax.train import sharding as sharding_lib
 from lstm_jax.train import validation
 from lstm_jax.train import workdir as workdir_lib
-from lstm_jax.train.state import SavedState, TrainState, abstract_saved_state, create_train_state
+from lstm_jax.train.state import (SavedState, TrainState, abstract_saved_state, create_train_state,
+                                  evaluation_params, start_average, update_average)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -56,20 +57,26 @@ def train_step(state: TrainState, inputs_BT: jax.Array, targets_BT: jax.Array, *
   """One update on the token-mean cross-entropy of ``[batch, time]`` tokens; returns the new state and the batch's
   summed NLL (nats), token count and gradient norm."""
   carry = jax.lax.stop_gradient(state.carry) if carry_state else model.zero_carry(inputs_BT.shape[0])
-  dropout_rng = jax.random.fold_in(state.rng, state.step) if model.dropout > 0 else None
+  dropout_rng = jax.random.fold_in(state.rng, state.step)  # fresh masks per minibatch (none when rates are 0)
+  penalized = isinstance(model, model_lib.LanguageModel) and (model.ar > 0 or model.tar > 0)
 
   def loss_fn(params):
-    logits, new_carry = model.apply(params, inputs_BT, carry, dropout_rng=dropout_rng)
-    return jnp.mean(loss_lib.token_nll(logits, targets_BT)), new_carry
+    if penalized:  # AR / TAR: the scratch model's forward returns the penalty beside the logits
+      logits, new_carry, penalty = model.forward(params, inputs_BT, carry, dropout_rng=dropout_rng)
+    else:
+      (logits, new_carry), penalty = model.apply(params, inputs_BT, carry, dropout_rng=dropout_rng), 0.0
+    nll = jnp.mean(loss_lib.token_nll(logits, targets_BT))
+    return nll + penalty, (nll, new_carry)
 
-  (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (loss, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   num_tokens = targets_BT.size
   metrics = {"nll_sum": loss * num_tokens, "tokens": jnp.asarray(num_tokens, jnp.float32),
              "grad_norm": optax.tree.norm(grads)}
   return state._replace(params=params, opt_state=opt_state, step=state.step + 1,
-                        carry=new_carry if carry_state else state.carry), metrics
+                        carry=new_carry if carry_state else state.carry,
+                        average=update_average(state.average, params)), metrics
 
 
 def compile_train_step(model, optimizer, carry_state, mesh: jax.sharding.Mesh | None = None):
@@ -138,11 +145,21 @@ def epoch_record(epoch: int, nll_sum: float, tokens: int, step_losses: Sequence[
   return record
 
 
+def bits_per_character(record: dict[str, Any]) -> dict[str, float]:
+  """``train_bpc`` (and ``val_bpc`` when the record has validation): a character model's NLL in bits."""
+  bits = {"train_bpc": loss_lib.bits_per_token(record["train_loss"])}
+  if "val_nll" in record:
+    bits["val_bpc"] = loss_lib.bits_per_token(record["val_nll"])
+  return bits
+
+
 def progress_line(record: dict[str, Any], step: int, num_epochs: int) -> str:
+  bpc = f"  bpc {record['train_bpc']:.4f}" if "train_bpc" in record else ""
   line = (f"epoch {record['epoch']:4d}/{num_epochs}  step {step:6d}  loss {record['train_loss']:.4f}  perplexity "
-          f"{record['train_perplexity']:.4f}  tokens/s {record['tokens_per_sec']:,.0f}")
+          f"{record['train_perplexity']:.4f}{bpc}  tokens/s {record['tokens_per_sec']:,.0f}")
   if "val_perplexity" in record:
     line += f"  val loss {record['val_nll']:.4f}  val perplexity {record['val_perplexity']:.4f}"
+    line += f"  val bpc {record['val_bpc']:.4f}" if "val_bpc" in record else ""
   return line
 
 
@@ -259,7 +276,8 @@ def restore_or_init(run: Run) -> SavedState:
   """The latest checkpoint's state and data position (exactly as saved), or fresh parameters at epoch 1; the
   log (``metrics.jsonl``) made to read as if the run had never stopped."""
   config = run.config
-  state = create_train_state(run.model, run.optimizer, config.seed, config.data.batch_size)
+  state = create_train_state(run.model, run.optimizer, config.seed, config.data.batch_size,
+                             averaging=averages(config))
   latest, meta = newest_checkpoint(run)
   saved = SavedState(state, nll_sum=jnp.zeros(()))
   if latest is None:
@@ -394,7 +412,13 @@ def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[lis
   config, num_epochs, step = run.config, run.num_epochs, int(saved.state.step)
   record = epoch_record(epoch, saved.nll_sum, saved.tokens, *epoch_steps, config)
   if run.val_batches and is_due(epoch, config.train.eval_every_epochs, num_epochs):
-    record.update(validation_metrics(run, saved.state.params))
+    record.update(validation_metrics(run, evaluation_params(saved.state)))
+    if averaging_starts(run, saved.state, record):
+      saved.state = start_average(saved.state)
+      record["averaging_from_step"] = step
+      run.progress.say(f"validation stopped improving: averaging the iterates from step {step} (NT-ASGD)")
+  if run.corpus.vocab.separator == "":  # character tokens: bits per character beside perplexity
+    record.update(bits_per_character(record))
   run.progress.advance()
   logging_now = is_due(epoch, config.train.log_every_epochs, num_epochs)
   if logging_now:
@@ -404,7 +428,8 @@ def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[lis
   run.records.append(run.writer.write(step, record))
   run.writer.flush()
   if is_due(epoch, config.train.checkpoint_every_epochs, num_epochs):
-    run.save(SavedState(saved.state, epoch=epoch + 1), checkpoint_metrics(run, saved.state.params, record))
+    run.save(SavedState(saved.state, epoch=epoch + 1),
+             checkpoint_metrics(run, evaluation_params(saved.state), record))
   if logging_now and run.plot_due(last=epoch == num_epochs):
     plot_file = workdir_lib.path(run.workdir) / plots.RUN_PLOT
     try:
@@ -413,7 +438,8 @@ def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[lis
       raise workdir_lib.write_failed(plot_file, e) from e
   if is_due(epoch, config.train.generate_every_epochs, num_epochs):
     try:  # after the checkpoint and record: a failed sample is reported and costs nothing
-      samples = {prefix: generate_lib.generate_text(run.model, saved.state.params, run.corpus.vocab, prefix,
+      params = evaluation_params(saved.state)
+      samples = {prefix: generate_lib.generate_text(run.model, params, run.corpus.vocab, prefix,
                                                     config.generate.num_tokens, method=config.generate.method,
                                                     temperature=config.generate.temperature,
                                                     top_k=config.generate.top_k, seed=config.seed)
@@ -425,6 +451,21 @@ def end_of_epoch(run: Run, saved: SavedState, epoch: int, epoch_steps: tuple[lis
       run.progress.say(f" - {text}")
     run.writer.write_texts(step, samples)
   return record
+
+
+def averages(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run averages its iterates (``optimizer.averaging``)."""
+  return config.optimizer.get("averaging", "none") != "none"
+
+
+def averaging_starts(run: Run, state: TrainState, record: dict[str, Any]) -> bool:
+  """NT-ASGD's trigger (Merity et al., 2017): averaging is on but not started, and this check's validation NLL is
+  worse than the best of the checks before the last ``optimizer.nonmono`` (read from the run's log)."""
+  if state.average is None or int(state.average["count"]) > 0 or "val_nll" not in record:
+    return False
+  earlier = [r["val_nll"] for r in run.records if "val_nll" in r and not r.get("final")]
+  nonmono = run.config.optimizer.nonmono
+  return len(earlier) > nonmono and record["val_nll"] > min(earlier[:-nonmono])
 
 
 def validation_metrics(run: Run, params) -> dict[str, Any]:

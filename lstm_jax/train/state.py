@@ -22,14 +22,43 @@ class TrainState(NamedTuple):
   step: jax.Array   # int32 scalar: minibatches trained so far
   rng: jax.Array    # base key; step t uses fold_in(rng, t)
   carry: Any        # recurrent state carried between minibatches (sequential sampling)
+  average: Any = None  # averaged SGD (optimizer.averaging): {"params": the average, "count": int32 iterates in it,
+                       # 0 until averaging starts}; None without averaging
 
 
-def create_train_state(model, optimizer: optax.GradientTransformation, seed: int, batch_size: int) -> TrainState:
-  """Fresh parameters from ``seed``, the optimizer's initial state, step 0 and a zero carry ``[batch, hidden]``."""
+def create_train_state(model, optimizer: optax.GradientTransformation, seed: int, batch_size: int,
+                       averaging: bool = False) -> TrainState:
+  """Fresh parameters from ``seed``, the optimizer's initial state, step 0 and a zero carry ``[batch, hidden]``;
+  with ``averaging``, an empty parameter average (count 0)."""
   init_key, train_key = jax.random.split(jax.random.key(seed))
   params = model.init(init_key)
+  average = {"params": jax.tree.map(jnp.copy, params), "count": jnp.zeros((), jnp.int32)} if averaging else None
   return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
-                    rng=train_key, carry=model.zero_carry(batch_size))
+                    rng=train_key, carry=model.zero_carry(batch_size), average=average)
+
+
+def update_average(average: Any, params: Any) -> Any:
+  """The running mean of the iterates once averaging has started (``count > 0``): one more iterate in it;
+  unchanged before. Pure, for the jitted step."""
+  if average is None:
+    return None
+  started = average["count"] > 0
+  count = average["count"] + started.astype(jnp.int32)
+  weight = jnp.where(started, 1.0 / jnp.maximum(count, 1).astype(jnp.float32), 0.0)
+  mean = jax.tree.map(lambda a, p: a + (p - a) * weight.astype(a.dtype), average["params"], params)
+  return {"params": mean, "count": count}
+
+
+def start_average(state: TrainState) -> TrainState:
+  """The state with averaging started at its current parameters (count 1)."""
+  return state._replace(average={"params": jax.tree.map(jnp.copy, state.params), "count": jnp.ones((), jnp.int32)})
+
+
+def evaluation_params(state: TrainState) -> Any:
+  """What evaluation, generation and "best" use: the average once averaging has started, else the parameters."""
+  if state.average is not None and int(state.average["count"]) > 0:
+    return state.average["params"]
+  return state.params
 
 
 @dataclasses.dataclass
@@ -44,7 +73,7 @@ class SavedState:
 
   def to_tree(self) -> dict[str, Any]:
     """The dict a checkpoint's ``state`` item holds (every field by name)."""
-    fields = self.state._asdict()
+    fields = _without_empty_average(self.state._asdict())
     fields["rng"] = jax.random.key_data(self.state.rng)
     return {"train": fields,
             "position": {"epoch": np.int64(self.epoch), "batch": np.int64(self.batch)},
@@ -61,8 +90,13 @@ class SavedState:
 
 def abstract_saved_state(state: TrainState) -> dict[str, Any]:
   """The shape/dtype structure of ``SavedState(state).to_tree()`` (``state`` concrete or from ``jax.eval_shape``)."""
-  fields = state._asdict()
+  fields = _without_empty_average(state._asdict())
   fields["rng"] = jax.eval_shape(jax.random.key_data, state.rng)
   tree = {"train": fields, "position": {"epoch": np.int64(0), "batch": np.int64(0)},
           "epoch_sums": {"nll": jnp.zeros((), jnp.float32), "tokens": np.int64(0)}}
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+
+
+def _without_empty_average(fields: dict[str, Any]) -> dict[str, Any]:
+  """The state's fields as saved: no ``average`` entry without averaging (the checkpoints of such runs)."""
+  return {k: v for k, v in fields.items() if not (k == "average" and v is None)}

@@ -20,6 +20,7 @@ from lstm_jax.data import batching
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
 from lstm_jax.models import factory as models
+from lstm_jax.models import regularizers
 from lstm_jax.models import scratch as model_lib
 from lstm_jax.train import optimizer as optimizer_lib
 
@@ -73,6 +74,10 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.num_layers", _integer(1), "an integer >= 1"),
     ("model.embed_dim", lambda v: v is None or _integer(1)(v), "None (one-hot inputs) or an integer >= 1"),
     ("model.dropout", _number(0.0, 0.99), "a number in [0, 0.99]"),
+    *((f"model.{name}", _number(0.0, 0.99), "a number in [0, 0.99]") for name in regularizers.RATES),
+    ("model.tie_weights", _boolean, "True or False"),
+    ("model.ar", _number(0.0), "a number >= 0"),
+    ("model.tar", _number(0.0), "a number >= 0"),
     ("model.unroll", _integer(1), "an integer >= 1"),
     ("model.recurrence", _one_of(model_lib.RECURRENCES), f"one of {model_lib.RECURRENCES}"),
     ("model.init_scheme", _one_of(initializers.SCHEMES), f"one of {initializers.SCHEMES}"),
@@ -87,6 +92,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("optimizer.decay_steps", _integer(1), "an integer >= 1"),
     ("optimizer.end_fraction", _number(0.0, 1.0), "a number in [0, 1]"),
     ("optimizer.decay_rate", _number(0.0, 1.0, low_open=True), "a number in (0, 1]"),
+    ("optimizer.averaging", _one_of(("none", "nt_asgd")), "none or nt_asgd"),
+    ("optimizer.nonmono", _integer(1), "an integer >= 1"),
     ("train.num_epochs", _integer(1), "an integer >= 1"),
     ("train.log_every_epochs", _integer(0), "an integer >= 0"),
     ("train.eval_every_epochs", _integer(0), "an integer >= 0"),
@@ -126,6 +133,12 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
       continue  # a field this config does not have (an older experiment): its default applies
     if not valid(value):
       problems.append(f"--config.{path}={value!r}: must be {limit}; set --config.{path}=... accordingly.")
+  if not problems:  # the regularizers' relations to the other model fields
+    settings = dict(config.model.items())
+    problems = regularizers.problems(settings, settings.pop("implementation", "scratch"))
+  if config.optimizer.get("averaging", "none") != "none" and config.train.eval_every_epochs < 1:
+    problems.append(f"--config.optimizer.averaging={config.optimizer.averaging} starts averaging when validation "
+                    f"stops improving; set --config.train.eval_every_epochs=1 (and a validation split).")
   return problems
 
 
