@@ -11,15 +11,11 @@ comes from the config's corpus, loaded as the trainer loads it (``corpora.load``
 
 from __future__ import annotations
 
-import re
-import sys
 from typing import Sequence
 
 import jax
 import ml_collections
-from absl import flags
 
-from lstm_jax import config as config_lib
 from lstm_jax.aot import compile as compile_lib
 from lstm_jax.aot import targets as targets_lib
 from lstm_jax.data import corpora
@@ -29,38 +25,6 @@ from lstm_jax.train import optimizer as optimizer_lib
 from lstm_jax.train import validation
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser for the command: a bad flag, config file or ``--config.x=y`` is one ``error:`` line and exit
-  status 2."""
-  try:
-    rest = flags.FLAGS(argv)
-    list(flags.FLAGS.config.keys())  # config_flags defers a config file's loading error to the first read
-    return rest
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    paths = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and "=" in a]
-    fields = set(config_lib.field_paths())
-    unknown = [p for p in paths if p not in fields and not any(f.startswith(p + ".") for f in fields)]
-    message = f"bad config override: {config_lib.suggest_field(unknown[0])}" if unknown else _one_line(e)
-    print(f"error: {message} Override fields as --config.section.field=value.", file=sys.stderr)
-  except OSError as e:
-    print(f"error: cannot load --config: {_one_line(e)}", file=sys.stderr)
-  except Exception as e:  # noqa: BLE001 (absl's flags.Error, a config file's get_config failing)
-    print(f"error: {_one_line(e)} Pass --helpfull to list the flags.", file=sys.stderr)
-  sys.exit(EXIT_USAGE)
-
-
-def _one_line(error: BaseException) -> str:
-  """The error's message on one line: the last "SomeError: ..." line of an embedded traceback, the ``[Errno ...]``
-  part of a file error; at most 300 characters."""
-  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-  errors = [ln for ln in lines if re.match(r"^\w+(Error|Exception): ", ln)]
-  errno = [ln for ln in lines if ln.startswith("[Errno")]
-  text = errno[-1] if errno else errors[-1] if errors and "Traceback" in text else " ".join(lines)
-  text = text.rstrip(".")
-  return (text[:300] + "...") if len(text) > 300 else text + "."
 
 
 def for_target(config: ml_collections.ConfigDict, platform: str,
