@@ -2,11 +2,11 @@
 for each target, one line per target, and the exit status (0: every target compiles and fits; 1: one does not, or
 the compiler packages or the corpus are missing; 2: a bad config or an unknown target).
 
-The model is the one ``lstm_jax.models.factory.from_config`` builds, with ``kernel_target`` set to the target's platform
-for the scratch implementation, so ``recurrence=auto`` resolves as on that chip (Pallas for the LSTM, tanh RNN
-and reset-after GRU); the other implementations have no such field and compile as they are. The vocabulary size
-comes from the config's corpus, loaded as the trainer loads it (``corpora.load``: a few MB at most, read from
-``LSTM_JAX_DATA_DIR`` or downloaded once).
+The model is the one ``lstm_jax.models.factory.from_config`` builds, placed on the target (``Target.placement``:
+its platform, its devices) for the scratch implementation, so ``recurrence=auto`` resolves as on that chip (Pallas
+for the LSTM, tanh RNN and reset-after GRU); the other implementations take no placement and compile as they are.
+The vocabulary size comes from the config's corpus, loaded as the trainer loads it (``corpora.load``: a few MB at
+most, read from ``LSTM_JAX_DATA_DIR`` or downloaded once).
 """
 
 from __future__ import annotations
@@ -27,23 +27,10 @@ from lstm_jax.train import validation
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def for_target(config: ml_collections.ConfigDict, platform: str,
-               num_devices: int = 1) -> ml_collections.ConfigDict:
-  """A copy of ``config`` whose scratch model is built for ``platform`` ("cuda" / "tpu") and ``num_devices``
-  devices."""
-  config = config.copy_and_resolve_references()
-  if config.model.get("implementation", "scratch") == "scratch":
-    with config.unlocked():
-      config.model.kernel_target = platform
-      config.model.kernel_devices = num_devices
-  return config
-
-
 def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target, vocab_size: int,
                    members: int = 0, estimate: bool = False) -> compile_lib.TargetResult:
   """The train step, evaluation forward and (``members > 0``) population step of ``config`` on ``target``; with
   ``estimate``, each candidate recurrence's estimated train step (``result.estimates``)."""
-  config = for_target(config, target.platform, len(target.devices))
   result = compile_lib.TargetResult(target.name, target.chip, len(target.devices), recurrence="?",
                                     memory_bytes=target.memory_bytes)
   if config.model.get("implementation", "scratch") == "cudnn":
@@ -51,7 +38,7 @@ def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target
     result.error = compile_lib.CUDNN_NOTE if target.platform == "cuda" else "cuDNN's RNN runs on NVIDIA GPUs only"
     return result
   try:
-    model = models.from_config(config.model, vocab_size)
+    model = models.from_config(config.model, vocab_size, placement=target.placement)
     d = config.data
     with jax.default_device(target.devices[0]):  # the kernels' envelope reads the chip (TPU: its VMEM)
       result.recurrence = compile_lib.recurrence_of(model, d.batch_size, d.num_steps)
