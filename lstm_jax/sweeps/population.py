@@ -1,12 +1,12 @@
 """Population training: K sweep points that share every shape, trained as ONE jitted program.
 
 The members differ only in ``POPULATION_KEYS`` (learning rate, clipping threshold, seed). Their train states are
-stacked along a leading member axis ``[K, ...]`` and ``train.train_step`` is ``jax.vmap``-ed over it; the learning
+stacked along a leading member axis ``[K, ...]`` and ``train.loop.train_step`` is ``jax.vmap``-ed over it; the learning
 rate and the clipping threshold are per-member arrays in the optimizer state (``optax.inject_hyperparams``), so one
 compiled step serves every member. With several devices the member axis is split over them: each device steps its
 own members (``jax.shard_map``), so the Pallas kernels run there as on one device.
 
-Each member behaves like its own run of ``train.train_and_evaluate``: same initial parameters, same data order
+Each member behaves like its own run of ``train.loop.train_and_evaluate``: same initial parameters, same data order
 (per-member seed), same updates, its own workdir with ``config.json``, ``metrics.jsonl`` (ending in a ``"final"``
 record) and a final checkpoint in the single-run layout (``checkpoint.load_params`` reads it, and re-running the
 point as a single run finds it finished). Members whose epochs hold fewer minibatches (another seed's offset) sit
