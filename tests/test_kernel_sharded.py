@@ -29,7 +29,8 @@ mesh = sharding.mesh()
 out = {}
 for cell in ("lstm", "gru_reset_after", "rnn"):
   model = model_lib.LanguageModel(vocab_size=11, hidden_size=12, num_layers=2, cell=cell, recurrence="pallas",
-                                  init_scheme="flax", placement=Placement(devices=2))  # weights of order 1: W_h's gradient too
+                                  init_scheme="flax",  # weights of order 1: W_h's gradient too
+                                  placement=Placement(devices=2))
   optimizer = optax.sgd(20.0)
   tokens = jax.random.randint(jax.random.key(1), (6, 5), 0, 11)
   state = create_train_state(model, optimizer, 0, 6)
