@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from lstm_jax import config as config_lib
-from lstm_jax.aot import check
 from lstm_jax.aot import compile as compile_lib
 from lstm_jax.aot import targets as targets_lib
 from lstm_jax.benchmarks import compile_matrix, train_step
@@ -146,7 +145,7 @@ def test_a_population_split_over_tpu_cores_runs_the_kernel_on_each(real_data_dir
   config.model.recurrence = "pallas"  # auto takes fused_vjp on a v5e at this size (lstm_jax.estimates)
   target = targets_lib.resolve_all(["v5e:2x2"])[0]
   vocab = len(corpora.load(config.data).vocab)
-  program = compile_lib.population_program(target, check.for_target(config, "tpu", 4), vocab, 4)
+  program = compile_lib.population_program(target, config, vocab, 4)  # placed on the target's 4 TPU cores
   assert program.error == "" and program.kernels.get("tpu_custom_call", 0) >= 2, program
 
 

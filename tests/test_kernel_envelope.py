@@ -13,6 +13,7 @@ import pytest
 from lstm_jax.kernels import envelope
 from lstm_jax.kernels import layout as layout_lib
 from lstm_jax.models import scratch as model_lib
+from lstm_jax.models.placement import Placement
 from lstm_jax.train import validation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -65,11 +66,12 @@ def test_auto_considers_the_kernel_only_inside_the_envelope(monkeypatch, cell, f
   validation.check_model(outside)  # auto never refuses
 
 
-def test_kernel_target_decides_the_platform():
-  assert "pallas" not in _model(4096, kernel_target="cuda").candidates()
-  assert _model(4096, kernel_target="cuda").resolved_recurrence == "fused_vjp"
-  assert "pallas" in _model(2048, kernel_target="cuda").candidates()
-  assert "pallas" in _model(256, kernel_target="tpu").candidates()
+def test_the_placement_target_decides_the_platform():
+  assert "pallas" not in _model(4096, placement=Placement("cuda")).candidates()
+  assert _model(4096, placement=Placement("cuda")).resolved_recurrence == "fused_vjp"
+  assert "pallas" in _model(2048, placement=Placement("cuda")).candidates()
+  assert "pallas" in _model(256, placement=Placement("tpu")).candidates()
+  assert _model(256, placement=Placement("tpu")).platform == "tpu" and _model(256).platform == jax.default_backend()
   assert _model(256).candidates() == ("fused_vjp", "scan")  # this CPU: interpret mode is never chosen
 
 
@@ -77,16 +79,36 @@ def test_a_batch_split_over_devices_keeps_the_kernel_replicated_population_membe
   """Data parallel runs one kernel per device (kernels.sharded); population members that do not divide over the
   devices are replicated, where no kernel call can go."""
   for target in ("cuda", "tpu"):
-    assert "pallas" in _model(256, kernel_target=target, kernel_devices=4).candidates()
-    members = dict(kernel_target=target, kernel_devices=4, kernel_split="members")
+    assert "pallas" in _model(256, placement=Placement(target, devices=4)).candidates()
+    members = dict(placement=Placement(target, devices=4, split="members"))
     assert "pallas" not in _model(256, **members).candidates()
     assert _model(256, **members).resolved_recurrence == "fused_vjp"
     assert "divide over the 4 devices" in _model(256, **members).recurrence_note()
     assert "divide over the 4 devices" in _model(256, recurrence="pallas", **members).recurrence_problem()
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  monkeypatch.setattr(jax, "device_count", lambda: 8)  # kernel_devices=0: this machine's devices
+  monkeypatch.setattr(jax, "device_count", lambda: 8)  # Placement.devices=0: this machine's devices
   assert "pallas" in _model(256).candidates()
-  assert "pallas" not in _model(256, kernel_split="members").candidates()
+  assert "pallas" not in _model(256, placement=Placement(split="members")).candidates()
+
+
+@pytest.mark.parametrize("fields, named", [(dict(target="gpu"), "target='gpu'"), (dict(devices=-1), "devices=-1"),
+                                           (dict(split="rows"), "split='rows'")])
+def test_a_bad_placement_is_one_line_naming_the_field(fields, named):
+  with pytest.raises(ValueError) as error:
+    Placement(**fields)
+  assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_configs_do_not_carry_the_placement():
+  from lstm_jax import config as config_lib  # noqa: PLC0415
+  from lstm_jax.models import factory  # noqa: PLC0415
+  c = config_lib.default_config()
+  assert not any(path.startswith("model.placement") or "kernel_" in path for path in config_lib.field_paths(c))
+  with c.unlocked():
+    c.model.placement = "cuda"
+  with pytest.raises(ValueError, match="Unknown config.model keys \\['placement'\\]"):
+    factory.from_config(c.model, 5)
+  assert factory.from_config(config_lib.default_config().model, 5, placement=Placement("tpu")).platform == "tpu"
 
 
 def test_explicit_pallas_outside_is_one_line_naming_the_limit_and_the_fix(monkeypatch):
@@ -103,9 +125,18 @@ from lstm_jax import config as config_lib
 def get_config():
   c = config_lib.default_config()
   c.data.corpus = {corpus!r}; c.data.edition = "raw"; c.data.batch_size = 4; c.data.num_steps = 8
-  c.model.hidden_size = 4096; c.model.recurrence = "pallas"; c.model.kernel_target = "cuda"
+  c.model.hidden_size = 4096; c.model.recurrence = "pallas"
   c.train.num_epochs = 1; c.train.generate_every_epochs = 0; c.generate.prefixes = ("ab",)
   return c
+'''
+# The training command as it runs, its models built for CUDA (the placement a GPU machine gives them by default):
+# this machine has no GPU, and configs do not carry the placement.
+MAIN_ON_CUDA = '''
+import functools, sys
+from lstm_jax.models import factory, placement
+factory.from_config = functools.partial(factory.from_config, placement=placement.Placement("cuda"))
+from lstm_jax import main
+main.run()
 '''
 
 
@@ -115,7 +146,7 @@ def test_main_refuses_pallas_outside_the_envelope_with_exit_2_and_writes_nothing
   config = tmp_path / "pallas_config.py"
   config.write_text(PALLAS_CONFIG.format(corpus=str(corpus)))
   env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-m", "lstm_jax.main", f"--config={config}",
+  result = subprocess.run([sys.executable, "-c", MAIN_ON_CUDA, f"--config={config}",
                            f"--workdir={tmp_path / 'w'}"], capture_output=True, text=True, env=env, cwd=REPO)
   assert result.returncode == 2, result.stderr
   lines = [line for line in result.stderr.splitlines() if line.strip()]

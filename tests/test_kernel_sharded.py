@@ -19,6 +19,7 @@ _CHECK = r'''
 import json
 import jax, jax.numpy as jnp, numpy as np, optax
 from lstm_jax.models import scratch as model_lib
+from lstm_jax.models.placement import Placement
 from lstm_jax.train import loop as train
 from lstm_jax.train import sharding
 from lstm_jax.train.state import create_train_state
@@ -28,7 +29,8 @@ mesh = sharding.mesh()
 out = {}
 for cell in ("lstm", "gru_reset_after", "rnn"):
   model = model_lib.LanguageModel(vocab_size=11, hidden_size=12, num_layers=2, cell=cell, recurrence="pallas",
-                                  init_scheme="flax", kernel_devices=2)  # weights of order 1: W_h's gradient too
+                                  init_scheme="flax",  # weights of order 1: W_h's gradient too
+                                  placement=Placement(devices=2))
   optimizer = optax.sgd(20.0)
   tokens = jax.random.randint(jax.random.key(1), (6, 5), 0, 11)
   state = create_train_state(model, optimizer, 0, 6)
@@ -104,8 +106,9 @@ print(json.dumps({
                                                   results[2][0]))),
     "moved": float(jnp.max(jnp.abs(results[1][0]["layers"][0]["W_h"] - start))),
     "shard_maps": [results[d][1] for d in (1, 2)], "pallas_calls": [results[d][2] for d in (1, 2)],
-    "members_per_device": results[2][3], "odd_split": odd.model.kernel_split, "odd_devices": odd.model.kernel_devices,
-    "divided_devices": population.Population(configs, 11, devices=jax.devices()).model.kernel_devices}))
+    "members_per_device": results[2][3], "odd_split": odd.model.placement.split,
+    "odd_devices": odd.model.placement.devices,
+    "divided_devices": population.Population(configs, 11, devices=jax.devices()).model.placement.devices}))
 """
 
 

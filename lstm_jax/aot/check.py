@@ -2,24 +2,20 @@
 for each target, one line per target, and the exit status (0: every target compiles and fits; 1: one does not, or
 the compiler packages or the corpus are missing; 2: a bad config or an unknown target).
 
-The model is the one ``lstm_jax.models.factory.from_config`` builds, with ``kernel_target`` set to the target's platform
-for the scratch implementation, so ``recurrence=auto`` resolves as on that chip (Pallas for the LSTM, tanh RNN
-and reset-after GRU); the other implementations have no such field and compile as they are. The vocabulary size
-comes from the config's corpus, loaded as the trainer loads it (``corpora.load``: a few MB at most, read from
-``LSTM_JAX_DATA_DIR`` or downloaded once).
+The model is the one ``lstm_jax.models.factory.from_config`` builds, placed on the target (``Target.placement``:
+its platform, its devices) for the scratch implementation, so ``recurrence=auto`` resolves as on that chip (Pallas
+for the LSTM, tanh RNN and reset-after GRU); the other implementations take no placement and compile as they are.
+The vocabulary size comes from the config's corpus, loaded as the trainer loads it (``corpora.load``: a few MB at
+most, read from ``LSTM_JAX_DATA_DIR`` or downloaded once).
 """
 
 from __future__ import annotations
 
-import re
-import sys
 from typing import Sequence
 
 import jax
 import ml_collections
-from absl import flags
 
-from lstm_jax import config as config_lib
 from lstm_jax.aot import compile as compile_lib
 from lstm_jax.aot import targets as targets_lib
 from lstm_jax.data import corpora
@@ -31,55 +27,10 @@ from lstm_jax.train import validation
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser for the command: a bad flag, config file or ``--config.x=y`` is one ``error:`` line and exit
-  status 2."""
-  try:
-    rest = flags.FLAGS(argv)
-    list(flags.FLAGS.config.keys())  # config_flags defers a config file's loading error to the first read
-    return rest
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    paths = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and "=" in a]
-    fields = set(config_lib.field_paths())
-    unknown = [p for p in paths if p not in fields and not any(f.startswith(p + ".") for f in fields)]
-    message = f"bad config override: {config_lib.suggest_field(unknown[0])}" if unknown else _one_line(e)
-    print(f"error: {message} Override fields as --config.section.field=value.", file=sys.stderr)
-  except OSError as e:
-    print(f"error: cannot load --config: {_one_line(e)}", file=sys.stderr)
-  except Exception as e:  # noqa: BLE001 (absl's flags.Error, a config file's get_config failing)
-    print(f"error: {_one_line(e)} Pass --helpfull to list the flags.", file=sys.stderr)
-  sys.exit(EXIT_USAGE)
-
-
-def _one_line(error: BaseException) -> str:
-  """The error's message on one line: the last "SomeError: ..." line of an embedded traceback, the ``[Errno ...]``
-  part of a file error; at most 300 characters."""
-  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-  errors = [ln for ln in lines if re.match(r"^\w+(Error|Exception): ", ln)]
-  errno = [ln for ln in lines if ln.startswith("[Errno")]
-  text = errno[-1] if errno else errors[-1] if errors and "Traceback" in text else " ".join(lines)
-  text = text.rstrip(".")
-  return (text[:300] + "...") if len(text) > 300 else text + "."
-
-
-def for_target(config: ml_collections.ConfigDict, platform: str,
-               num_devices: int = 1) -> ml_collections.ConfigDict:
-  """A copy of ``config`` whose scratch model is built for ``platform`` ("cuda" / "tpu") and ``num_devices``
-  devices."""
-  config = config.copy_and_resolve_references()
-  if config.model.get("implementation", "scratch") == "scratch":
-    with config.unlocked():
-      config.model.kernel_target = platform
-      config.model.kernel_devices = num_devices
-  return config
-
-
 def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target, vocab_size: int,
                    members: int = 0, estimate: bool = False) -> compile_lib.TargetResult:
   """The train step, evaluation forward and (``members > 0``) population step of ``config`` on ``target``; with
   ``estimate``, each candidate recurrence's estimated train step (``result.estimates``)."""
-  config = for_target(config, target.platform, len(target.devices))
   result = compile_lib.TargetResult(target.name, target.chip, len(target.devices), recurrence="?",
                                     memory_bytes=target.memory_bytes)
   if config.model.get("implementation", "scratch") == "cudnn":
@@ -87,7 +38,7 @@ def compile_target(config: ml_collections.ConfigDict, target: targets_lib.Target
     result.error = compile_lib.CUDNN_NOTE if target.platform == "cuda" else "cuDNN's RNN runs on NVIDIA GPUs only"
     return result
   try:
-    model = models.from_config(config.model, vocab_size)
+    model = models.from_config(config.model, vocab_size, placement=target.placement)
     d = config.data
     with jax.default_device(target.devices[0]):  # the kernels' envelope reads the chip (TPU: its VMEM)
       result.recurrence = compile_lib.recurrence_of(model, d.batch_size, d.num_steps)

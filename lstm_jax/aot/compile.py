@@ -234,7 +234,8 @@ def eval_program(target: Target, model, batch_size: int, num_steps: int, seed: i
 def population_program(target: Target, config, vocab_size: int, members: int) -> Program:
   """The population step of ``members`` copies of ``config`` (members split over the target's devices)."""
   from lstm_jax.sweeps import population as population_lib  # noqa: PLC0415
-  population = population_lib.Population([config] * members, vocab_size, devices=list(target.devices))
+  population = population_lib.Population([config] * members, vocab_size, devices=list(target.devices),
+                                          target=target.platform)
   split = sharding_lib.leading_axis(population.mesh, members)
   states = _structs(jax.eval_shape(population._init, population.seeds, population.learning_rates,
                                    population.clip_norms), lambda x: split)

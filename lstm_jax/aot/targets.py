@@ -27,6 +27,8 @@ from typing import Any, Iterator
 
 import jax
 
+from lstm_jax.models.placement import Placement
+
 CHIPS_DIR = pathlib.Path(__file__).resolve().parent / "chips"
 GIB = 1 << 30
 # HBM per chip (= per JAX device on these generations), bytes: cloud.google.com/tpu/docs/system-architecture-tpu-vm.
@@ -50,13 +52,18 @@ class MissingPackagesError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-  """A compile-only target: its name, ``platform`` ("cuda" / "tpu", as ``LanguageModel.kernel_target`` spells
-  it), its devices (one per chip), the chip's name and its memory per device in bytes (None: not known)."""
+  """A compile-only target: its name, ``platform`` ("cuda" / "tpu", as ``Placement.target`` spells it), its
+  devices (one per chip), the chip's name and its memory per device in bytes (None: not known)."""
   name: str
   platform: str
   devices: tuple[Any, ...]
   chip: str
   memory_bytes: int | None
+
+  @property
+  def placement(self) -> Placement:
+    """Where a model compiled for this target runs: kernels for its platform, the batch over all its devices."""
+    return Placement(self.platform, devices=len(self.devices))
 
 
 def gpu_chips() -> list[str]:

@@ -83,7 +83,7 @@ def compile_case(case: Case) -> Outcome:
   w = WORKLOADS[case.workload]
   model = model_lib.LanguageModel(vocab_size=train_step.VOCAB, hidden_size=w.hidden, num_layers=w.num_layers,
                                   cell=case.cell, recurrence=case.recurrence, matmul_dtype=case.dtype,
-                                  kernel_target=target.platform, kernel_devices=len(target.devices))
+                                  placement=target.placement)
   program, estimate = estimate_lib.compile_and_estimate(target, model, train_step.sgd_optimizer(), w.batch, w.steps,
                                                         carry_state=False)
   if program.error:

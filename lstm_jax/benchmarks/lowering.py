@@ -20,6 +20,7 @@ from jax import export
 
 from lstm_jax.benchmarks.train_step import sgd_optimizer
 from lstm_jax.models import scratch as model_lib
+from lstm_jax.models.placement import Placement
 from lstm_jax.train import loop as train
 from lstm_jax.train import state as train_state_lib
 
@@ -41,7 +42,7 @@ def lowered_train_step(platform: str, cell: str = "lstm", hidden: int = 32, batc
   ``platform`` (raises if lowering fails); ``members > 0``: the step ``jax.vmap``-ed over that many members, as
   population training runs it."""
   model = model_lib.LanguageModel(vocab_size=vocab, hidden_size=hidden, cell=cell, recurrence="pallas",
-                                  matmul_dtype=matmul_dtype, kernel_target=platform)
+                                  matmul_dtype=matmul_dtype, placement=Placement(platform))
   optimizer = sgd_optimizer()
   state = train_state_lib.create_train_state(model, optimizer, seed=0, batch_size=batch)
   tokens = jnp.zeros((batch, steps), jnp.int32)

@@ -5,7 +5,8 @@ Parameters of one layer are a plain dict (a pytree)::
     {"W_x": [in, 4H], "W_h": [H, 4H], "b": [4H]}
 
 with the four gate blocks side by side in the order **i, f, g, o** (input gate, forget gate, cell candidate,
-output gate), the order of PyTorch's ``nn.LSTM`` and cuDNN, so their weights convert by transposition alone.
+output gate), the order of PyTorch's ``nn.LSTM`` and cuDNN, so their weights convert by transposition alone
+(``lstm_jax.interop.torch``, ``lstm_jax.interop.cudnn``).
 
 The carry is ``LSTMCarry(h, c)``: a named tuple, so code reads ``carry.h`` and never depends on a position.
 ``h`` comes first because it is the layer's output (PyTorch's ``(h, c)``); Flax's cells use ``(c, h)`` and

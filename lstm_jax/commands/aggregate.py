@@ -5,20 +5,21 @@ import pathlib
 
 from absl import app, flags
 
-from lstm_jax.sweeps import aggregate
+from lstm_jax.commands import common
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory holding one workdir per run.", required=True)
 
 
 def main(argv):
   del argv
+  from lstm_jax.sweeps import aggregate  # noqa: PLC0415  after flag parsing: a bad flag is answered fast
   print(aggregate.aggregate(_SWEEP_DIR.value))
   directory = pathlib.Path(_SWEEP_DIR.value)
   print(f"Wrote {directory / 'RESULTS.md'} and {directory / 'plot.png'}")
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 
 from absl import app, flags
 
-from lstm_jax.benchmarks import profile, train_step
+from lstm_jax.commands import common
 
 _QUICK = flags.DEFINE_bool("quick", False, "3 short rounds instead of 7 (about a minute of timing on 2 cores).")
 _WORKLOADS = flags.DEFINE_list("workloads", ["W1", "W2", "W3"], "Workloads to run: W1, W2, W3, W4 (2x1024, batch "
@@ -38,11 +38,10 @@ def main(argv):
     from lstm_jax.benchmarks import lowering  # noqa: PLC0415
     lines, ok = lowering.lowering_report(_PLATFORMS.value)
     raise SystemExit(print("\n".join(lines)) or (0 if ok else 1))
+  from lstm_jax.benchmarks import compile_matrix, profile, train_step  # noqa: PLC0415  after flag parsing
   if _ESTIMATES.value:
-    from lstm_jax.benchmarks import compile_matrix  # noqa: PLC0415
     return _write(compile_matrix.estimate_table())
   if _COMPILE_ONLY.value:
-    from lstm_jax.benchmarks import compile_matrix  # noqa: PLC0415
     workloads = _WORKLOADS.value if flags.FLAGS["workloads"].present else list(compile_matrix.DEFAULT_WORKLOADS)
     try:
       table, ok = compile_matrix.run_matrix(_TARGETS.value, workloads, _CASE_TIMEOUT.value)
@@ -73,7 +72,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

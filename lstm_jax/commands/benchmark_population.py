@@ -4,10 +4,9 @@
 import dataclasses
 import json
 
-import jax
 from absl import app, flags
 
-from lstm_jax.benchmarks import population
+from lstm_jax.commands import common
 
 _SIZES = flags.DEFINE_list("population_sizes", ["4", "16"], "Population sizes K to measure.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per member.")
@@ -21,6 +20,8 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating timing rounds; rates an
 
 def main(argv):
   del argv
+  import jax  # noqa: PLC0415  after flag parsing: a bad flag is answered fast
+  from lstm_jax.benchmarks import population  # noqa: PLC0415
   shape = population.Shape(_HIDDEN.value, _BATCH.value, _NUM_STEPS.value, _VOCAB.value, _CELL.value)
   print(f"{dataclasses.asdict(shape)}, {_STEPS.value} timed steps per member, {jax.device_count()} "
         f"{jax.default_backend()} device(s)")
@@ -32,7 +33,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ if "--noestimate" not in sys.argv and "--estimate=false" not in sys.argv:
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from lstm_jax.aot import check  # noqa: E402
+from lstm_jax.commands import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:variant]).",
@@ -53,12 +53,13 @@ def main(argv):
     sys.exit(2)
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
+  from lstm_jax.aot import check  # noqa: PLC0415  after flag parsing: a bad flag is answered fast
   errors = lambda line: print(line, file=sys.stderr if line.startswith("error:") else sys.stdout, flush=True)
   sys.exit(check.run(FLAGS.config, _TARGETS.value, _POPULATION.value, print_fn=errors, estimate=_ESTIMATE.value))
 
 
 def run():
-  app.run(main, flags_parser=check.parse_flags)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

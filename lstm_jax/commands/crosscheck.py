@@ -5,7 +5,7 @@ import pathlib
 
 from absl import app, flags
 
-from lstm_jax.d2l import torch_crosscheck
+from lstm_jax.commands import common
 
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "Row config, FILE.py:variant under lstm_jax/d2l/experiments/.", required=True)
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", 3, "Seeds 0 .. N-1 (config.seed: data order; torch.manual_seed: "
@@ -20,6 +20,7 @@ _EPOCHS = flags.DEFINE_list("epochs", [], "Epochs to tabulate (default: the book
 
 def main(argv):
   del argv
+  from lstm_jax.d2l import torch_crosscheck  # noqa: PLC0415  after flag parsing: a bad flag is answered fast
   text = torch_crosscheck.crosscheck(_EXPERIMENT.value, _NUM_SEEDS.value, _INIT.value,
                                      [int(e) for e in _EPOCHS.value], _TORCH_THREADS.value)
   print(text)
@@ -28,7 +29,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

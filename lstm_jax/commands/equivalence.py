@@ -16,6 +16,8 @@ import pathlib
 
 from absl import app, flags
 
+from lstm_jax.commands import common
+
 _MODE = flags.DEFINE_enum("mode", "trajectory", ["trajectory", "spread", "rescore", "table"], "What to run (see "
                           "the docstring).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "reports/equivalence", "trajectory: where the table (.md) and plot go.")
@@ -70,7 +72,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

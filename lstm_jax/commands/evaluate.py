@@ -8,6 +8,7 @@ Exit status 2 for a bad flag, 1 for a missing or unreadable run; nothing is writ
 
 from absl import app, flags, logging
 
+from lstm_jax.commands import common
 from lstm_jax.commands import inputs as run_inputs
 from lstm_jax.train import checkpoint as checkpoint_lib
 from lstm_jax.train import evaluate as evaluate_lib
@@ -42,7 +43,7 @@ def main(argv):
 
 
 def run():
-  app.run(main, flags_parser=run_inputs.parse_flags)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

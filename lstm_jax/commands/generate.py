@@ -7,6 +7,7 @@ has, whichever device setup wrote the checkpoint. Exit status 2 for a bad flag, 
 
 from absl import app, flags, logging
 
+from lstm_jax.commands import common
 from lstm_jax.commands import inputs as run_inputs
 from lstm_jax.train import checkpoint as checkpoint_lib
 from lstm_jax.train import generate
@@ -36,7 +37,7 @@ def main(argv):
 
 
 def run():
-  app.run(main, flags_parser=run_inputs.parse_flags)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

@@ -8,21 +8,10 @@ import contextlib
 import sys
 from typing import Any, Iterator
 
-from absl import flags
-
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
 from lstm_jax.data.vocab import Vocab
 from lstm_jax.train import checkpoint as checkpoint_lib
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser for the commands, with a bad or missing flag as one line and exit status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}. Pass --helpfull to list the flags.", file=sys.stderr)
-    sys.exit(2)
 
 
 def parse_step(text: str | None) -> int | str | None:

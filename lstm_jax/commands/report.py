@@ -9,10 +9,7 @@ import pathlib
 
 from absl import app, flags, logging
 
-from lstm_jax.d2l.library_check import LIBRARY_PAIRS, scratch_vs_library
-from lstm_jax.d2l.report import write_report
-from lstm_jax.d2l.rows import ROWS, select_rows
-from lstm_jax.d2l.runs import check_runs_match, collect_runs, train_missing
+from lstm_jax.commands import common
 
 _ROWS_FLAG = flags.DEFINE_string("rows", "tm2019", "Rows: names, tables (jaychou, tm2019, tm0x, tm1x, all) or "
                                  "patterns, comma separated.")
@@ -29,6 +26,10 @@ _LIBRARY_STEPS = flags.DEFINE_integer("library_steps", 40, "Steps of the scratch
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from lstm_jax.d2l.library_check import LIBRARY_PAIRS, scratch_vs_library  # noqa: PLC0415  after flag parsing
+  from lstm_jax.d2l.report import write_report  # noqa: PLC0415
+  from lstm_jax.d2l.rows import ROWS, select_rows  # noqa: PLC0415
+  from lstm_jax.d2l.runs import check_runs_match, collect_runs, train_missing  # noqa: PLC0415
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only restore of a sample
   rows = select_rows(_ROWS_FLAG.value)
@@ -49,7 +50,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

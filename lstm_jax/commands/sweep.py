@@ -6,6 +6,7 @@
 
 from absl import app, flags
 
+from lstm_jax.commands import common
 from lstm_jax.sweeps import launch as sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Experiment file with its variant, e.g. experiments/lstm.py:cell=gru.",
@@ -53,7 +54,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import pathlib
 from lstm_jax import config as config_lib
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent / "experiments"
-BOOK_TABLES = pathlib.Path(__file__).resolve().parent / "book_tables.md"
 TABLES = {"jaychou": "0.1 Jay Chou lyrics, d2l-zh 1.x (MXNet)",
           "tm2019": "0.2 The Time Machine, early-2019 d2l-en (MXNet)",
           "tm0x": "0.3 The Time Machine, d2l-en 0.17.x (PyTorch column)",

@@ -1,6 +1,6 @@
 """The project's own training, run through its real loop and recorded step by step.
 
-``train_recorded`` builds the run as ``train.train_and_evaluate`` does (``train.start_run``: corpus, model,
+``train_recorded`` builds the run as ``train.loop.train_and_evaluate`` does (``train.loop.start_run``: corpus, model,
 optimizer, data-parallel mesh, the jitted step with the state donated) and drives ``train.train_epoch`` epoch after
 epoch (which zeroes the carried state at each epoch's start and walks the pipeline's minibatches), with the compiled
 step wrapped so that every loss and the parameters after chosen steps are copied out before the next step donates

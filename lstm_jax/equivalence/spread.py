@@ -2,7 +2,7 @@
 
 The recipe (issue 33): ``experiments/char_rnn.py`` on a text file, one LSTM layer of 512, no dropout, batch 32 x 64
 steps of consecutive text with the state carried across minibatches, Adam 2e-3, global-norm clip 1.0, one epoch, the
-last 10% of the text held out. A project run is ``train.train_and_evaluate`` of that config (what ``python -m
+last 10% of the text held out. A project run is ``train.loop.train_and_evaluate`` of that config (what ``python -m
 lstm_jax.main`` runs; ``project_command`` prints the equivalent command line). The PyTorch run is the same recipe as a
 PyTorch user writes it: ``torch.nn.LSTM`` + ``nn.Linear`` with torch's own initialisation (``torch.manual_seed``) and
 both biases trained, one-hot inputs, the epoch's 32 streams cut by ``reference.sequential_minibatches`` at the

@@ -113,8 +113,6 @@ def from_flax_simple(flax_params: Any) -> Params:
   return {"W_x": flax_params["i"]["kernel"], "W_h": flax_params["h"]["kernel"], "b": flax_params["i"]["bias"]}
 
 
-# Converters by Flax cell class (``lstm_jax.cells.REGISTRY`` names each family's class).
+# Our params -> Flax's, by Flax cell class (``lstm_jax.cells.REGISTRY`` names each family's class).
 TO_FLAX = {"LSTMCell": to_flax_lstm, "OptimizedLSTMCell": to_flax_lstm, "GRUCell": to_flax_gru,
            "SimpleCell": to_flax_simple}
-FROM_FLAX = {"LSTMCell": from_flax_lstm, "OptimizedLSTMCell": from_flax_lstm, "GRUCell": from_flax_gru,
-             "SimpleCell": from_flax_simple}

@@ -13,12 +13,15 @@ from lstm_jax.models import library as library_model
 from lstm_jax.models import nnx_model
 from lstm_jax.models import regularizers
 from lstm_jax.models import scratch as model_lib
+from lstm_jax.models.placement import Placement
 
 IMPLEMENTATIONS = ("scratch", "flax", "flax_optimized", "nnx", "cudnn")
 
 
-def from_config(model_config, vocab_size: int):
-  """Builds the model from the ``config.model`` section; the vocabulary size is filled in from the data."""
+def from_config(model_config, vocab_size: int, placement: Placement = Placement()):
+  """Builds the model from the ``config.model`` section; the vocabulary size is filled in from the data and the
+  placement (where the scratch model runs: ``lstm_jax.models.placement``) from the run; the other implementations
+  run on this machine as they are."""
   settings = dict(model_config.items())
   implementation = settings.pop("implementation", "scratch")
   refused = regularizers.problems(settings, implementation)
@@ -38,13 +41,13 @@ def from_config(model_config, vocab_size: int):
     return _nnx_model(settings, vocab_size)
   if implementation not in ("scratch", "cudnn"):
     raise ValueError(f"Unknown model.implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.")
-  fields = {f.name for f in dataclasses.fields(model_lib.LanguageModel)} - {"vocab_size"}
+  fields = {f.name for f in dataclasses.fields(model_lib.LanguageModel)} - {"vocab_size", "placement"}
   unknown = sorted(set(settings) - fields)
   if unknown:
     raise ValueError(f"Unknown config.model keys {unknown}; valid keys are {sorted(fields)}.")
   if implementation == "cudnn":
     return cudnn_model.from_settings(vocab_size, settings)
-  return model_lib.LanguageModel(vocab_size=vocab_size, **settings)
+  return model_lib.LanguageModel(vocab_size=vocab_size, placement=placement, **settings)
 
 
 def _nnx_model(settings: dict, vocab_size: int) -> nnx_model.NnxLanguageModel:

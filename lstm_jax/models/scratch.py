@@ -28,6 +28,7 @@ from lstm_jax.cells import initializers
 from lstm_jax.cells import matmul as matmul_lib
 from lstm_jax.models import regularizers
 from lstm_jax.models import variable_length
+from lstm_jax.models.placement import Placement
 
 Carry = tuple[Any, ...]  # one carry per layer
 
@@ -79,12 +80,7 @@ class LanguageModel:
   unroll: int = 1               # lax.scan unroll factor
   recurrence: str = "auto"      # see RECURRENCES
   matmul_dtype: str = "float32"  # float32 | bfloat16: operands of the layers' matmuls (accumulation, state: float32)
-  kernel_target: str = ""       # "": kernels for this machine; "cuda" / "tpu": built for that platform (to lower or
-                                # compile train steps for a chip this machine lacks); "auto" resolves as there
-  kernel_devices: int = 0       # devices the batch (or the members) is split over; 0: jax.device_count()
-  kernel_split: str = "batch"   # what those devices split: "batch" (data parallel: one kernel per device, see
-                                # lstm_jax.kernels.sharded) or "members" (a population's members that do not
-                                # divide over them, replicated: no kernel; lstm_jax.sweeps.population sets it)
+  placement: Placement = Placement()  # where it runs (lstm_jax.models.placement); the run sets it, not the config
 
   def __post_init__(self):
     found = regularizers.problems(dataclasses.asdict(self))
@@ -97,9 +93,9 @@ class LanguageModel:
 
   @property
   def platform(self) -> str:
-    """The platform the model is built for: ``kernel_target``'s ("cuda" -> "gpu", "tpu") when set, else this
+    """The platform the model is built for: ``placement.target``'s ("cuda" -> "gpu", "tpu") when set, else this
     machine's default backend."""
-    return {"cuda": "gpu", "tpu": "tpu"}.get(self.kernel_target, jax.default_backend())
+    return {"cuda": "gpu", "tpu": "tpu"}.get(self.placement.target, jax.default_backend())
 
   @property
   def resolved_recurrence(self) -> str:
@@ -170,9 +166,9 @@ class LanguageModel:
     if self.cell not in PALLAS or self.platform not in ("gpu", "tpu"):
       return None
     from lstm_jax.kernels import envelope  # noqa: PLC0415 (Pallas imports only when a kernel is asked for)
-    devices = self.kernel_devices or jax.device_count()
+    devices = self.placement.devices or jax.device_count()
     return envelope.limit(self.cell, self.platform, self.hidden_size, self.matmul_dtype,
-                          member_devices=devices if self.kernel_split == "members" else 1)
+                          member_devices=devices if self.placement.split == "members" else 1)
 
   def recurrence_problem(self) -> str | None:
     """One line for ``recurrence=pallas`` outside the kernels' envelope (naming the limit and the way out)."""
@@ -203,7 +199,7 @@ class LanguageModel:
       target = {"": {}, "cuda": dict(interpret=False, backend="triton"), "tpu": dict(interpret=False, backend="tpu")}
       return sharded.split_batch(functools.partial(_pallas_recurrence(self.cell),
                                                    matmul_dtype=jnp.dtype(self.matmul_dtype),
-                                                   **target[self.kernel_target]))
+                                                   **target[self.placement.target]))
     if chosen == "fused_vjp":
       return cells.get(self.cell).fused_vjp
     return self.family.recurrence

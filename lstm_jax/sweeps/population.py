@@ -1,12 +1,12 @@
 """Population training: K sweep points that share every shape, trained as ONE jitted program.
 
 The members differ only in ``POPULATION_KEYS`` (learning rate, clipping threshold, seed). Their train states are
-stacked along a leading member axis ``[K, ...]`` and ``train.train_step`` is ``jax.vmap``-ed over it; the learning
+stacked along a leading member axis ``[K, ...]`` and ``train.loop.train_step`` is ``jax.vmap``-ed over it; the learning
 rate and the clipping threshold are per-member arrays in the optimizer state (``optax.inject_hyperparams``), so one
 compiled step serves every member. With several devices the member axis is split over them: each device steps its
 own members (``jax.shard_map``), so the Pallas kernels run there as on one device.
 
-Each member behaves like its own run of ``train.train_and_evaluate``: same initial parameters, same data order
+Each member behaves like its own run of ``train.loop.train_and_evaluate``: same initial parameters, same data order
 (per-member seed), same updates, its own workdir with ``config.json``, ``metrics.jsonl`` (ending in a ``"final"``
 record) and a final checkpoint in the single-run layout (``checkpoint.load_params`` reads it, and re-running the
 point as a single run finds it finished). Members whose epochs hold fewer minibatches (another seed's offset) sit
@@ -15,7 +15,6 @@ out the extra steps. An interrupted population restarts from scratch; finished m
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -31,7 +30,7 @@ from jax.sharding import PartitionSpec
 from lstm_jax.data import corpora
 from lstm_jax.data import pipeline
 from lstm_jax.models import factory as models
-from lstm_jax.models import scratch as model_lib
+from lstm_jax.models.placement import Placement
 from lstm_jax.train import checkpoint as checkpoint_lib
 from lstm_jax.train import evaluate as evaluate_lib
 from lstm_jax.train import loop as train_lib
@@ -70,9 +69,11 @@ def _member(tree: Any, k: int) -> Any:
 
 class Population:
   """The compiled pieces of a population: ``init() -> states [K, ...]`` and ``step(states, inputs_KBT,
-  targets_KBT, active_K) -> (states, metrics [K])``."""
+  targets_KBT, active_K) -> (states, metrics [K])``. ``target``: the platform the kernels are built for
+  (``Placement.target``; "" this machine); the population places its members over ``devices`` itself."""
 
-  def __init__(self, configs: Sequence[ml_collections.ConfigDict], vocab_size: int, devices=None):
+  def __init__(self, configs: Sequence[ml_collections.ConfigDict], vocab_size: int, devices=None,
+               target: str = ""):
     check_shareable(configs)
     base = configs[0]
     self.size = len(configs)
@@ -80,10 +81,9 @@ class Population:
     # Members that divide over the devices: each device steps its own members (a shard_map), so a kernel sees one
     # device. Members that do not are replicated on every device, where a kernel call cannot go (see envelope).
     per_device = self.mesh.size == 1 or self.size % self.mesh.size == 0
-    self.model = models.from_config(base.model, vocab_size)
-    if isinstance(self.model, model_lib.LanguageModel):
-      self.model = dataclasses.replace(self.model, kernel_devices=1) if per_device else \
-          dataclasses.replace(self.model, kernel_devices=self.mesh.size, kernel_split="members")
+    placement = Placement(target, devices=1) if per_device else \
+        Placement(target, devices=self.mesh.size, split="members")
+    self.model = models.from_config(base.model, vocab_size, placement=placement)
     validation.check_model(self.model)
     self.carry_state = pipeline.carries_state(base.data)
     self.factory = optimizer_lib.member_optimizer(base.optimizer)
