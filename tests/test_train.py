@@ -116,6 +116,9 @@ def test_tiny_run_end_to_end_writes_metrics_and_learns(tmp_path, tiny_text, samp
   assert saved["config"]["data"]["sampling"] == sampling
   output = capsys.readouterr().out
   assert "perplexity" in output and "tokens/s" in output and " - the " in output
+  # character tokens: bits per character beside perplexity, in the records and the progress lines
+  assert all(r["train_bpc"] == pytest.approx(r["train_loss"] / math.log(2)) for r in records)
+  assert summary["val_bpc"] == pytest.approx(summary["val_nll"] / math.log(2)) and " bpc " in output
 
 
 @pytest.mark.parametrize("carry_state", [None, False])

@@ -18,7 +18,8 @@ Workloads (vocabulary 28):
 Implementations (``IMPLEMENTATIONS``; ``DEFAULT_IMPLEMENTATIONS`` per backend, ``--implementations`` to choose):
 the scratch model (``lstm_jax.models.scratch``) with ``recurrence`` "scan" (autodiff through ``lax.scan``), "fused_vjp"
 (hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``) and "pallas" (``lstm_jax.kernels``; interpret mode on
-a CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``); cuDNN through ``jax.experimental.rnn``
+a CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``) and with weight drop and locked dropout
+(``*_regularized``: the masks' cost beside the same recurrence); cuDNN through ``jax.experimental.rnn``
 (``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.models.linen_layers.RecurrentLayer``) and NNX model; Flax
 ``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch ``nn.LSTM`` + ``nn.Linear`` +
 ``clip_grad_norm_`` + SGD when torch is installed, on CUDA (cuDNN) when torch sees a GPU, else on the CPU
@@ -77,11 +78,20 @@ def _model_train_runner(name: str, model, workload: Workload) -> Runner:
   return Runner(name, call, workload.batch * workload.steps)
 
 
-def scratch_train_runner(workload: Workload, recurrence: str, matmul_dtype: str = "float32") -> Runner:
-  """Our scratch model with the given recurrence and matmul operand dtype."""
+# The regularized rows' options (``*_regularized``): AWD-LSTM's weight drop and locked dropout (the workloads'
+# inputs are one-hot, so no embedding dropout), masks drawn every step.
+REGULARIZED = {"weight_drop": 0.25, "locked_dropout": 0.1}
+
+
+def scratch_train_runner(workload: Workload, recurrence: str, matmul_dtype: str = "float32",
+                         regularized: bool = False) -> Runner:
+  """Our scratch model with the given recurrence and matmul operand dtype (``regularized``: with ``REGULARIZED``)."""
+  options = REGULARIZED if regularized else {}
   model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
-                                  init_scheme="pytorch", recurrence=recurrence, matmul_dtype=matmul_dtype)
+                                  init_scheme="pytorch", recurrence=recurrence, matmul_dtype=matmul_dtype,
+                                  **options)
   suffix = "" if matmul_dtype == "float32" else f" ({matmul_dtype})"
+  suffix += "".join(f", {name} {value}" for name, value in options.items())
   runner = _model_train_runner(f"scratch, recurrence={recurrence}{suffix}", model, workload)
   found = model.estimates(workload.batch, workload.steps)  # on a GPU/TPU: the model's estimate beside the measured
   chosen = model.recurrence_for(workload.batch, workload.steps)
@@ -257,6 +267,8 @@ IMPLEMENTATIONS: dict[str, Callable[[Workload], Runner | None]] = {
     "fused_vjp_bf16": lambda w: scratch_train_runner(w, "fused_vjp", "bfloat16"),
     "pallas": lambda w: scratch_train_runner(w, "pallas"),
     "pallas_bf16": lambda w: scratch_train_runner(w, "pallas", "bfloat16"),
+    "fused_vjp_regularized": lambda w: scratch_train_runner(w, "fused_vjp", regularized=True),
+    "pallas_regularized": lambda w: scratch_train_runner(w, "pallas", regularized=True),
     "cudnn": cudnn_train_runner,
     "linen": lambda w: linen_train_runner(w),
     "nnx": lambda w: nnx_train_runner(w),
@@ -267,8 +279,9 @@ IMPLEMENTATIONS: dict[str, Callable[[Workload], Runner | None]] = {
 # What runs by default on each backend (pallas runs in interpret mode on a CPU: tests only, not timed here).
 DEFAULT_IMPLEMENTATIONS = {
     "cpu": ("fused_vjp", "scan", "linen", "nnx", "flax_optimized", "flax_lstm", "torch"),
-    "gpu": ("pallas", "pallas_bf16", "fused_vjp", "fused_vjp_bf16", "scan", "cudnn", "flax_optimized", "torch"),
-    "tpu": ("pallas", "pallas_bf16", "fused_vjp", "fused_vjp_bf16", "scan", "flax_optimized"),
+    "gpu": ("pallas", "pallas_bf16", "pallas_regularized", "fused_vjp", "fused_vjp_bf16", "scan", "cudnn",
+            "flax_optimized", "torch"),
+    "tpu": ("pallas", "pallas_bf16", "pallas_regularized", "fused_vjp", "fused_vjp_bf16", "scan", "flax_optimized"),
 }
 
 
