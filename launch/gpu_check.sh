@@ -72,13 +72,13 @@ part() {  # part NAME SHARE_OF_REMAINING COMMAND...: runs COMMAND under a timeou
 }
 
 if [[ "$SMOKE" == "1" ]]; then
-  tests=(tests/test_lstm_pallas.py -k "not members")
+  tests=(tests/test_kernels.py -k "lstm and not members and not persistent")
   workloads=tiny
   implementations=("--implementations=fused_vjp,pallas,scan")
   population=(--population_sizes=2 --steps=2 --rounds=1 --hidden_size=16 --batch_size=4 --num_steps=5)
 else
-  tests=(tests/test_lstm_persistent.py tests/test_lstm_pallas.py tests/test_pallas_cells.py tests/test_cudnn_model.py
-         tests/test_cudnn_interop.py tests/test_recurrence_choice.py tests/test_matmul_dtype.py)
+  tests=(tests/test_kernels.py tests/test_cudnn_model.py tests/test_cudnn_interop.py tests/test_recurrence_choice.py
+         tests/test_matmul_dtype.py)
   workloads=W1,W2,W4
   implementations=()
   population=(--population_sizes=16 --steps=20 --rounds=3)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import numpy_reference
+from layer_checks import assert_trees_close as _assert_trees_close
 from lstm_jax.cells import lstm
 from lstm_jax.interop import flax as flax_interop
 from lstm_jax.models import linen_layers as linen
@@ -29,11 +30,6 @@ def _flax_params(cell_class, seed=0):
 def _assert_trees_equal(got, want):
   assert jax.tree.structure(got) == jax.tree.structure(want)
   jax.tree.map(np.testing.assert_array_equal, got, want)
-
-
-def _assert_trees_close(got, want, **tol):
-  assert jax.tree.structure(got) == jax.tree.structure(want)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **(tol or TOL)), got, want)
 
 
 def _loss(carry, outputs):

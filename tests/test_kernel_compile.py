@@ -3,19 +3,16 @@ named workloads: odd hidden sizes, long and one-step sequences, batches of 1 and
 the envelope's GPU edge. Each case compiles the kernel's forward and hand-written backward (``jax.grad`` of a loss
 of every output) for an H100 (Triton -> PTX -> SASS) and a TPU v5e (Mosaic), on this CPU machine, through
 ``lstm_jax.aot.targets`` (the ``aot`` extra; skipped without it). All cases run in one subprocess, which starts JAX
-with only its CPU backend, as the compile command does."""
+with only its CPU backend, as the compile command does (``kernel_problems.run_script``), on the shapes of
+``kernel_problems.problem_shapes`` and the loss of ``kernel_problems.loss``."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
+from kernel_problems import run_script
 from lstm_jax.aot import targets as targets_lib
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 MISSING = targets_lib.missing_packages("tpu") + targets_lib.missing_packages("cuda")
 CASES = [  # cell, T, B, H, matmul dtype, members
     ("lstm", 1000, 3, 200, "float32", 0),     # long sequence, tiny batch, H not a multiple of 128
@@ -30,29 +27,22 @@ SCRIPT = r'''
 import json, sys, time
 from lstm_jax.aot import targets
 targets.use_cpu_backend()
+import functools
 import jax, jax.numpy as jnp
-from lstm_jax.cells.lstm import LSTMCarry
-from lstm_jax.kernels import gru_pallas, lstm_pallas, rnn_pallas
-MODULES = {"lstm": (lstm_pallas, 4), "gru_reset_after": (gru_pallas, 3), "rnn": (rnn_pallas, 1)}
+from kernel_problems import kernel, loss, problem_shapes
+is_shape = lambda x: isinstance(x, tuple) and all(isinstance(d, int) for d in x)
 results = []
 for name in sys.argv[2:]:
   target = targets.resolve(name)
   device, backend = target.devices[0], "tpu" if target.platform == "tpu" else "triton"
+  struct = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=jax.sharding.SingleDeviceSharding(device))
   for cell, T, B, H, dtype, K in json.loads(sys.argv[1]):
-    module, G = MODULES[cell]
-    lead = (K,) if K else ()
-    struct = lambda shape: jax.ShapeDtypeStruct(lead + shape, jnp.float32,
-                                                sharding=jax.sharding.SingleDeviceSharding(device))
-    params = {"W_h": struct((H, G * H))} | ({"b_hn": struct((H,))} if cell == "gru_reset_after" else {})
-    carry = LSTMCarry(struct((B, H)), struct((B, H))) if cell == "lstm" else struct((B, H))
-    def loss(params, xproj, carry):
-      final, hs = module.recurrence(params, xproj, carry, matmul_dtype=jnp.dtype(dtype), interpret=False,
-                                    backend=backend)
-      return jnp.sum(hs * hs) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(final))
+    args = jax.tree.map(struct, problem_shapes(cell, T, B, H, K or None), is_leaf=is_shape)
+    grad = jax.grad(functools.partial(loss, kernel(cell, backend, jnp.dtype(dtype), compiled=True)), argnums=(0, 1, 2))
     start = time.perf_counter()
     try:
       with jax.default_device(device):
-        jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(params, struct((T, B, G * H)), carry).compile()
+        jax.jit(grad).lower(*args).compile()
       outcome = "ok"
     except Exception as e:
       outcome = " ".join(str(e).split())[:300]
@@ -63,11 +53,7 @@ print(json.dumps(results))
 
 @pytest.mark.skipif(bool(MISSING), reason=f"the aot extra is not installed (missing {', '.join(MISSING)})")
 def test_kernels_compile_for_h100_and_v5e_at_shapes_inside_the_envelope():
-  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
-  result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES), "h100", "v5e:1x1"], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=1200)
-  assert result.returncode == 0, result.stderr[-3000:]
-  rows = json.loads(result.stdout.strip().splitlines()[-1])
+  rows = run_script(SCRIPT, json.dumps(CASES), "h100", "v5e:1x1", timeout=1200, TF_CPP_MIN_LOG_LEVEL="3")
   assert len(rows) == 2 * len(CASES)
   failed = [row for row in rows if row[7] != "ok"]
   assert not failed, failed
@@ -87,21 +73,20 @@ dump = os.path.join(dump, "xla")
 from lstm_jax.aot import targets
 targets.use_cpu_backend()
 import dataclasses, shutil
+import functools
 import jax, jax.numpy as jnp
-from lstm_jax.cells.lstm import LSTMCarry
+from kernel_problems import loss, problem_shapes
 from lstm_jax.kernels import lstm_persistent
+is_shape = lambda x: isinstance(x, tuple) and all(isinstance(d, int) for d in x)
 rows = []
 for name, T, B, H, dtype in json.loads(sys.argv[1]):
   device = targets.resolve(name).devices[0]
   struct = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=jax.sharding.SingleDeviceSharding(device))
-  def loss(W_h, xproj, h0, c0):
-    (hT, cT), hs = lstm_persistent.recurrence({"W_h": W_h}, xproj, LSTMCarry(h0, c0), matmul_dtype=jnp.dtype(dtype),
-                                              interpret=False)
-    return jnp.sum(hs * hs) + jnp.sum(hT) + jnp.sum(cT)
+  args = jax.tree.map(struct, problem_shapes("lstm", T, B, H), is_leaf=is_shape)
+  persistent = functools.partial(lstm_persistent.recurrence, matmul_dtype=jnp.dtype(dtype), interpret=False)
   with jax.default_device(device):
     plan = lstm_persistent.plan(T, B, H, dtype)
-    jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).lower(struct((H, 4 * H)), struct((T, B, 4 * H)), struct((B, H)),
-                                                         struct((B, H))).compile()
+    jax.jit(jax.grad(functools.partial(loss, persistent), argnums=(0, 1, 2))).lower(*args).compile()
   reports = evidence.kernel_reports(pathlib.Path(dump), "sm_80" if name == "a100" else "sm_90a")
   rows.append({"case": [name, T, B, H, dtype], "P": plan.P, "resident": plan.resident,
                "kernels": {k: dataclasses.asdict(v) for k, v in reports.items() if "persistent" in k}})
@@ -115,11 +100,7 @@ print(json.dumps(rows))
 def test_the_persistent_lstm_compiles_for_h100_and_a100_with_its_grid_barrier():
   """The grid the design says (P programs), the barrier's GPU-scope acquire-release atomics and the exchanged
   state's L1-bypassing loads in the PTX, tensor-core dots, and spills that do not grow with H (ptxas)."""
-  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
-  result = subprocess.run([sys.executable, "-c", PERSISTENT_SCRIPT, json.dumps(PERSISTENT_CASES)], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=1200)
-  assert result.returncode == 0, result.stderr[-3000:]
-  rows = json.loads(result.stdout.strip().splitlines()[-1])
+  rows = run_script(PERSISTENT_SCRIPT, json.dumps(PERSISTENT_CASES), timeout=1200, TF_CPP_MIN_LOG_LEVEL="3")
   spills = {}
   for row in rows:
     kernels = row["kernels"]

@@ -1,6 +1,9 @@
-"""The kernels' envelope (``lstm_jax.kernels.envelope``): the largest shapes each kernel takes per platform, at both
-sides of the edge, and one device; ``recurrence=auto`` picks the kernel only inside it (one line when it does not); an explicit
-``recurrence=pallas`` outside it is one line naming the limit and the fix, exit 2, nothing written."""
+"""The sizes of the kernels' blocks and the shapes they take: the padded layout per backend
+(``lstm_jax.kernels.layout``) and the TPU layout against the chip's VMEM; the persistent GPU LSTM's plan (programs,
+units per program, where its slice of ``W_h`` lives); the envelope (``lstm_jax.kernels.envelope``): the largest
+shapes each kernel takes per platform, at both sides of the edge, and one device; ``recurrence=auto`` picks the
+kernel only inside it (one line when it does not); an explicit ``recurrence=pallas`` outside it is one line naming
+the limit and the fix, exit 2, nothing written."""
 
 import os
 import pathlib
@@ -8,16 +11,71 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
+from lstm_jax.cells.lstm import LSTMCarry
 from lstm_jax.kernels import envelope
 from lstm_jax.kernels import layout as layout_lib
+from lstm_jax.kernels import lstm_pallas, lstm_persistent
 from lstm_jax.models import scratch as model_lib
 from lstm_jax.models.placement import Placement
 from lstm_jax.train import validation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CHIPS = {"v4": 16 << 20, "v5p": 64 << 20, "v5e": 128 << 20}
+
+
+def test_layout_pads_to_backend_tiles():
+  kernel = lstm_pallas.KERNEL
+  triton = layout_lib.layout("triton", kernel, 35, 3, 20)
+  assert (triton.Tp, triton.Tc, triton.Bp, triton.bB, triton.Hp, triton.bh) == (35, 35, 16, 16, 32, 32)
+  assert layout_lib.layout("triton", kernel, 9, 40, 1000)[2:6] == (48, 16, 1024, 128)
+  tpu = layout_lib.tpu_layout(kernel, 35, 3, 20, jnp.float32, vmem_bytes=128 << 20)
+  assert (tpu.Tp, tpu.Tc, tpu.Bp, tpu.bB, tpu.Hp, tpu.bh) == (36, 18, 8, 8, 128, 128)  # 2 chunks, 1 padded step
+  assert layout_lib.tpu_layout(kernel, 5, 3, 20, jnp.bfloat16, vmem_bytes=128 << 20)[:6] == (5, 5, 16, 16, 128, 128)
+  with pytest.raises(ValueError, match="backend"):
+    lstm_pallas.recurrence({"W_h": jnp.zeros((4, 16))}, jnp.zeros((2, 1, 16)),
+                           LSTMCarry(jnp.zeros((1, 4)), jnp.zeros((1, 4))), backend="mosaic_gpu")
+
+
+def test_tpu_layout_fits_the_chip_and_evens_out_the_chunks():
+  kernel = lstm_pallas.KERNEL
+  for vmem in (16 << 20, 64 << 20, 128 << 20):
+    for T, B, H in ((35, 32, 256), (100, 64, 512), (1000, 16, 512), (100, 128, 1024)):
+      lay = layout_lib.tpu_layout(kernel, T, B, H, jnp.float32, vmem)
+      if lay is None:
+        continue
+      assert lay.vmem <= layout_lib.vmem_budget(vmem)
+      assert lay.Tp >= T and lay.Tp - T < lay.num_chunks  # the padding is under one step per chunk
+      assert lay.Bp % lay.bB == 0 and lay.bB % 8 == 0 and lay.Hp % 128 == 0
+  small = layout_lib.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 64 << 20)
+  large = layout_lib.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 128 << 20)
+  assert small.bB * small.Tc < large.bB * large.Tc  # more VMEM, bigger blocks
+  assert layout_lib.tpu_layout(kernel, 100, 128, 1024, jnp.float32, 16 << 20) is None  # 16 MiB of W_h alone
+
+
+def test_the_persistent_plan_splits_the_hidden_units_over_at_most_half_the_sms():
+  plan = lstm_persistent.plan(100, 64, 512, "float32", sms=132)
+  assert (plan.Bp, plan.Hp, plan.U, plan.P) == (64, 512, 16, 32)
+  assert plan.resident  # 4 x 512 x 16 float32 = 128 KiB: kept on chip
+  assert lstm_persistent.plan(100, 128, 1024, "bfloat16", sms=132).resident  # 128 KiB
+  assert not lstm_persistent.plan(100, 128, 1024, "float32", sms=132).resident  # 256 KiB: read from L2 each step
+  wide = lstm_persistent.plan(35, 32, 2048, "float32", sms=132)
+  assert wide.P <= 66 and wide.U * wide.P == 2048 and wide.U == 32
+  a100 = lstm_persistent.plan(35, 32, 2048, "float32", sms=108)
+  assert a100.P <= 54
+
+
+def test_outside_the_persistent_envelope_the_batch_blocked_kernels_run():
+  assert lstm_persistent.plan(35, 200, 256, sms=132) is None
+  assert "batch 200 exceeds" in lstm_persistent.limit(35, 200, 256, sms=132)
+  small = lstm_persistent.plan(35, 8, 256, sms=4)  # a small GPU: fewer, wider programs
+  assert (small.P, small.U) == (2, 128)
+  with pytest.raises(ValueError, match="cannot take this shape"):
+    lstm_persistent.recurrence({"W_h": jnp.zeros((256, 1024))}, jnp.zeros((3, 200, 1024)),
+                               LSTMCarry(jnp.zeros((200, 256)), jnp.zeros((200, 256))), sms=132)
+  assert lstm_pallas.persistent_plan(35, 32, 256) is not None  # the dispatch lstm_pallas uses on a GPU
 
 
 @pytest.mark.parametrize("cell", model_lib.PALLAS)

@@ -1,15 +1,53 @@
-"""Whole accelerator train steps lower on a CPU-only machine (jax.export for cuda and tpu) with the kernels'
-custom calls in them, as the benchmark's --lower_only command reports."""
+"""The kernels lower for CUDA (Triton) and TPU (Mosaic) on a CPU-only machine, via jax.export: each cell's forward
+and gradient with the kernels' custom calls in them, and whole accelerator train steps, as the benchmark's
+--lower_only command reports."""
 
-import pathlib
 import re
 
+import jax
+import jax.numpy as jnp
 import pytest
+from jax import export
 
+from kernel_problems import CELL_NAMES, REPO, kernel, loss, problem
 from lstm_jax.benchmarks import lowering
 from lstm_jax.models import scratch as model_lib
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+BACKENDS = {"cuda": "triton", "tpu": "tpu"}  # the kernel backend each export platform lowers
+
+
+def _custom_calls(fn, platform, *args) -> list[str]:
+  """The custom calls of ``fn`` exported for ``platform`` (lowering runs the backend's rules: block shapes,
+  layouts, ops)."""
+  with lowering._target(platform):
+    exported = export.export(jax.jit(fn), platforms=[platform], disabled_checks=[
+        export.DisabledSafetyCheck.custom_call(lowering.TRITON_CALL)])(*args)
+  return re.findall(r"custom_call @([\w$.]+)", exported.mlir_module())
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+@pytest.mark.parametrize("matmul_dtype", [jnp.float32, jnp.bfloat16])
+def test_forward_and_grad_lower_without_accelerator(cell, platform, matmul_dtype):
+  """One kernel in the forward, two (the residual-saving forward and the reverse kernel) in the gradient; with
+  the members axis still one kernel each."""
+  for K in (None, 2):
+    fwd = kernel(cell, BACKENDS[platform], matmul_dtype, compiled=True)
+    grad = jax.grad(lambda *a: loss(fwd, *a), argnums=(0, 1, 2))
+    for fn, kernels in ((fwd, 1), (grad, 2)):
+      calls = _custom_calls(fn, platform, *problem(cell, 7, 3, 20, K=K))
+      assert calls.count(lowering.EXPECTED[platform]) == kernels, calls
+      assert "mosaic_gpu" not in " ".join(calls)
+
+
+@pytest.mark.slow
+def test_benchmark_sized_kernel_lowers_for_cuda_and_tpu():
+  """H=1024 (8x8 hidden tiles per gate on Triton) at T=100: the largest benchmark shape still lowers."""
+  args = problem("lstm", 100, 32, 1024)
+  for platform in ("cuda", "tpu"):
+    fwd = kernel("lstm", BACKENDS[platform], compiled=True)
+    grad = jax.grad(lambda p, x, c: jnp.sum(fwd(p, x, c)[1]), argnums=(0, 1, 2))
+    assert lowering.EXPECTED[platform] in _custom_calls(grad, platform, *args)
 
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])

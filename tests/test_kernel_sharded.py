@@ -4,16 +4,10 @@ every Pallas cell; a batch the devices do not divide, and a step without a mesh,
 population whose members divide over the devices steps each device's members there (the kernel in each), equal to
 the one-device population; members that do not divide are replicated, and the kernels step aside on a GPU/TPU.
 
-XLA_FLAGS must be set before JAX initialises, so the check runs in a subprocess.
+XLA_FLAGS must be set before JAX initialises, so the checks run in a subprocess (``kernel_problems.run_script``).
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from kernel_problems import run_script
 
 _CHECK = r'''
 import json
@@ -55,18 +49,8 @@ print(json.dumps(out))
 '''
 
 
-def _on_two_devices(script: str) -> dict:
-  """The JSON the last line of ``script`` prints, run in a subprocess with 2 simulated CPU devices."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def test_split_batch_step_equals_the_one_device_step():
-  found = _on_two_devices(_CHECK)
+  found = run_script(_CHECK, devices=2)
   for cell, check in found.items():
     assert check["moved"] > 1e-3, cell                      # the step changed W_h: the comparison means something
     assert check["max_error"] < 2e-5, (cell, check)         # W_h's gradient summed over both devices' rows
@@ -113,7 +97,7 @@ print(json.dumps({
 
 
 def test_population_split_over_devices_steps_each_devices_members_there():
-  found = _on_two_devices(_POPULATION)
+  found = run_script(_POPULATION, devices=2)
   assert found["moved"] > 1e-3 and found["max_error"] < 2e-5, found
   assert found["shard_maps"] == [0, 1] and min(found["pallas_calls"]) >= 2, found  # the kernels inside the shard_map
   assert found["members_per_device"] == 1, found

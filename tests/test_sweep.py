@@ -116,7 +116,7 @@ def test_population_mode_trains_pending_points_together_and_aggregates(tmp_path)
 def test_gpu_mode_gives_each_run_one_gpu_without_preallocation(tmp_path):
   write_env = ("import os, sys; open(sys.argv[1], 'w').write(os.environ['CUDA_VISIBLE_DEVICES'] + ' ' + "
                "os.environ['XLA_PYTHON_CLIENT_PREALLOCATE']); sys.exit(sys.argv[1].endswith('2'))")
-  runs = [sweep.Run(f"run{i}", tmp_path, ("python", "-c", write_env, str(tmp_path / f"run{i}"))) for i in range(3)]
+  runs = [sweep.SweepRun(f"run{i}", tmp_path, ("python", "-c", write_env, str(tmp_path / f"run{i}"))) for i in range(3)]
   failed = sweep.run_per_gpu(runs, ["3", "5"], poll_sec=0.05)
   assert failed == ["run2"]
   seen = [(tmp_path / f"run{i}").read_text().split() for i in range(3)]

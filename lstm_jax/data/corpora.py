@@ -189,46 +189,52 @@ def preprocess(text: str, edition: str, max_tokens: int = 10000, num_val_tokens:
   vocabulary without ``<unk>`` are dropped.
   """
   limit = max_tokens if max_tokens > 0 else None
-  if edition in ("d2l_zh1", "d2l_2019"):
-    chars = text.replace("\n", " ").replace("\r", " ")
-    if edition == "d2l_2019":
-      chars = chars.lower()
-    train = chars[:limit]
-    vocab = vocab_lib.sorted_vocab(train, with_unk=False)
-    val = "" if limit is None else chars[limit:limit + num_val_tokens]
-    val = "".join(c for c in val if c in vocab.index)
-  elif edition == "d2l_0x":
-    chars = "".join(_NON_LETTERS.sub(" ", line).strip().lower() for line in text.splitlines())
-    vocab = vocab_lib.frequency_vocab(chars)
-    train = chars[:limit]
-    val = "" if limit is None else chars[limit:limit + num_val_tokens]
-  elif edition == "d2l_1x":
-    chars = _NON_LETTERS.sub(" ", text).lower()
-    vocab = vocab_lib.sorted_vocab(chars, with_unk=True)
-    train, val = chars, ""
-  elif edition == "raw":
-    if tokens not in TOKENS:
-      raise ValueError(f"Unknown data.tokens {tokens!r}; choose one of {TOKENS} (--config.data.tokens=NAME).")
-    units = list(text) if tokens == "char" else text.split()
-    if val_fraction:
-      if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction={val_fraction} must lie in (0, 1); 0.1 holds out the last 10%.")
-      limit, num_val_tokens = int(len(units) * (1.0 - val_fraction)), len(units)
-    train = units[:limit]
-    vocab = vocab_lib.sorted_vocab(units, with_unk=True, separator="" if tokens == "char" else " ")
-    val = [] if limit is None else units[limit:limit + num_val_tokens]
-  else:
+  if edition == "raw":
+    return _preprocess_raw(text, limit, num_val_tokens, tokens, val_fraction)
+  if edition not in EDITIONS:
     raise ValueError(f"Unknown edition {edition!r}; choose one of {EDITIONS} (--config.data.edition=NAME).")
+  chars = _normalize(text, edition, line_separator="")
+  if edition == "d2l_1x":
+    return _corpus(vocab_lib.sorted_vocab(chars, with_unk=True), chars, "")
+  train = chars[:limit]
+  val = "" if limit is None else chars[limit:limit + num_val_tokens]
+  if edition == "d2l_0x":
+    return _corpus(vocab_lib.frequency_vocab(chars), train, val)
+  vocab = vocab_lib.sorted_vocab(train, with_unk=False)
+  return _corpus(vocab, train, "".join(c for c in val if c in vocab.index))
+
+
+def _preprocess_raw(text: str, limit: int | None, num_val_tokens: int, tokens: str, val_fraction: float) -> Corpus:
+  """The ``raw`` edition: characters or words as they are, a vocabulary with ``<unk>`` of all of them."""
+  if tokens not in TOKENS:
+    raise ValueError(f"Unknown data.tokens {tokens!r}; choose one of {TOKENS} (--config.data.tokens=NAME).")
+  units = list(text) if tokens == "char" else text.split()
+  if val_fraction:
+    if not 0.0 < val_fraction < 1.0:
+      raise ValueError(f"data.val_fraction={val_fraction} must lie in (0, 1); 0.1 holds out the last 10%.")
+    limit, num_val_tokens = int(len(units) * (1.0 - val_fraction)), len(units)
+  vocab = vocab_lib.sorted_vocab(units, with_unk=True, separator="" if tokens == "char" else " ")
+  return _corpus(vocab, units[:limit], [] if limit is None else units[limit:limit + num_val_tokens])
+
+
+def _corpus(vocab: vocab_lib.Vocab, train, val) -> Corpus:
   return Corpus(vocab, vocab.encode(train), vocab.encode(val))
 
 
 def normalize(text: str, edition: str) -> str:
-  """The character-level part of an edition's preprocessing, for text read later (evaluation files, prefixes)."""
+  """The character-level part of an edition's preprocessing, for text read later (evaluation files, prefixes):
+  ``d2l_0x``'s lines are joined with a space here."""
+  return _normalize(text, edition, line_separator=" ")
+
+
+def _normalize(text: str, edition: str, line_separator: str) -> str:
+  """The character-level part of an edition's preprocessing; ``d2l_0x`` joins its lines with ``line_separator``
+  (the corpus: none)."""
   if edition in ("d2l_zh1", "d2l_2019"):
     text = text.replace("\n", " ").replace("\r", " ")
     return text.lower() if edition == "d2l_2019" else text
   if edition == "d2l_0x":
-    return " ".join(_NON_LETTERS.sub(" ", line).strip().lower() for line in text.splitlines())
+    return line_separator.join(_NON_LETTERS.sub(" ", line).strip().lower() for line in text.splitlines())
   if edition == "d2l_1x":
     return _NON_LETTERS.sub(" ", text).lower()
   return text

@@ -1,2 +1,3 @@
-"""Pallas kernels of the recurrences (GPU: Triton, including the persistent LSTM; TPU: Mosaic), their layout and
-envelope. cuDNN's LSTM is a model form: ``lstm_jax.models.cudnn``."""
+"""The Pallas kernels of the recurrences (GPU: Triton; TPU: Mosaic): ``lstm_pallas``, ``rnn_pallas`` and
+``gru_pallas`` (batch-blocked, on the design in ``tiles``), the persistent GPU LSTM (``lstm_persistent``), their
+block sizes (``layout``), the shapes they take (``envelope``) and the batch split over devices (``sharded``)."""

@@ -10,35 +10,33 @@ included), carry ``h [B, H]``; returns ``(final h [B, H], hs [T, B, H])`` and th
     n = tanh(x_n + r * hn)     h_t = z * h_{t-1} + (1 - z) * n
 
 A leading members axis (``W_h [K, H, 3H]``, ``b_hn [K, H]``, ``xproj [K, T, B, 3H]``, ``h0 [K, B, H]``, see
-``population_recurrence``) runs as the same single ``pallas_call`` with K as a grid axis.
+``population_recurrence``) runs as the same single ``pallas_call`` with K as a grid axis. Layout, grid, tiles and
+backends: ``lstm_jax.kernels.tiles`` (G = 3 gate blocks: ``W_h [Hp, 3Hp]``, ``xproj``/``acts``/``dxproj``
+``[T, Bp, 3Hp]``, ``b_hn`` as a ``[1, Hp]`` row block).
 
 What the kernels compute
 ------------------------
-- Forward: ONE ``pallas_call`` over the grid ``(K, Bp / bB, Tp / Tc)`` (``lstm_jax.kernels.tiles``); each program
-  walks its chunk's steps of its ``bB`` batch rows with ``lax.fori_loop``, ``h`` in the two-slot state scratch, and
-  writes ``hs[t]``. When differentiated it also saves the activated gates ``acts = (r, z, n) [T, B, 3H]`` and the
-  recurrent candidate term ``hn [T, B, H]`` (which needs the dot, so it is saved rather than recomputed).
-- Backward: ONE reverse ``pallas_call`` (chunks last to first), ``dh`` in the scratch. With ``a = dh + dhs_t`` and
-  ``h_prev`` (``h0, hs[:-1]``, built in the wrapper): ``dpn = a (1 - z)(1 - n^2)``, ``dpz = a (h_prev - n) z (1 -
-  z)``, ``dhn = dpn r``, ``dpr = dpn hn r (1 - r)``; it writes ``dxproj = (dpr, dpz, dpn)`` and ``dhn``, and
-  ``dh_{t-1} = a z + (dpr, dpz, dhn) W_h^T`` (``a z`` first, then the dots with ``W_h^T``, transposed once in the
-  wrapper, added tile by tile). Then two XLA reductions over all ``T*B`` rows: ``dW_h = h_prev^T @ (dpr, dpz, dhn)``
-  and ``db_hn = sum(dhn)``.
+- Forward: ``h`` in the two-slot state scratch; per step and hidden tile the three dots of ``hh`` (the n block
+  kept apart from ``x_n``: ``b_hn`` sits inside the reset product) and the gate update, writing ``hs[t]``. When
+  differentiated it also saves the activated gates ``acts = (r, z, n) [T, B, 3H]`` and the recurrent candidate
+  term ``hn [T, B, H]`` (which needs the dot, so it is saved rather than recomputed).
+- Backward: ``dh`` in the scratch. With ``a = dh + dhs_t`` and ``h_prev`` (``h0, hs[:-1]``, built in the wrapper):
+  ``dpn = a (1 - z)(1 - n^2)``, ``dpz = a (h_prev - n) z (1 - z)``, ``dhn = dpn r``, ``dpr = dpn hn r (1 - r)``,
+  tile by tile; it writes ``dxproj = (dpr, dpz, dpn)`` and ``dhn``, and ``dh_{t-1} = a z + (dpr, dpz, dhn)
+  W_h^T`` (the direct term ``a z`` first, then the dots added to it). Then two XLA reductions over all ``T*B``
+  rows: ``dW_h = h_prev^T @ (dpr, dpz, dhn)`` and ``db_hn = sum(dhn)``.
 
-Layout, tiles and backends: as the LSTM kernels (``lstm_jax.kernels.tiles``), with G = 3 gate blocks:
-``W_h [Hp, 3Hp]``, ``xproj``/``acts``/``dxproj`` ``[T, Bp, 3Hp]``, ``b_hn`` as a ``[1, Hp]`` row block. Padded
-units have zero weights, inputs, ``b_hn`` and initial state, so ``r = z = 1/2``, ``hn = n = 0`` and
-``h_pad = h_pad / 2`` stays exactly 0; their gradients are zero.
+Padded units
+------------
+Zero weights, inputs, ``b_hn`` and initial state, so ``r = z = 1/2``, ``hn = n = 0`` and ``h_pad = h_pad / 2``
+stays exactly 0; their gradients are zero.
 
-Differences from the LSTM kernels: three gate blocks (3 dots per tile pair), one state ``h`` (no cell
-``c``), a recurrent bias ``b_hn`` that sits inside the reset product (so the n block of the recurrent dot is kept
-apart from ``x_n``, and ``dxproj`` differs from the recurrent-dot gradient in that block), and ``dh_{t-1}`` has
-the direct term ``a z`` besides the dot.
-
-Known limits: those of ``lstm_pallas`` (``W_h`` re-read every step on GPU; on TPU ``W_h``, ``12 Hp^2`` bytes
-f32, must fit in VMEM: ``lstm_jax.kernels.envelope``). Only the reset-after form: the reset-before ``gru``
-(D2L's) needs ``r`` before its second dot and has no kernel. ``unroll`` is accepted for the contract and
-ignored. Reverse mode only (custom_vjp).
+Known limits
+------------
+Those of ``lstm_pallas`` (``W_h`` re-read every step on GPU; on TPU ``W_h``, ``12 Hp^2`` bytes float32, must fit
+in VMEM: ``lstm_jax.kernels.envelope``). Only the reset-after form: the reset-before ``gru`` (D2L's) needs ``r``
+before its second dot and has no kernel. ``unroll`` is accepted for the contract and ignored. Reverse mode only
+(custom_vjp).
 """
 
 from __future__ import annotations
@@ -48,25 +46,27 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells import gru
 from lstm_jax.cells.gru import NUM_GATES
 from lstm_jax.kernels import layout as layout_lib
 from lstm_jax.kernels import tiles
 
-R, Z, N = range(NUM_GATES)
+R, Z, N = range(NUM_GATES)  # gate blocks of W_h and xproj (reset, update, candidate)
+NUM_STATES = 1  # h
+# The widest kernel's sequence blocks, in units of Hp columns: the backward reads acts, hn, h_prev and dhs and
+# writes dxproj and dhn.
+SEQ_WIDTH = NUM_GATES + 1 + 1 + 1 + NUM_GATES + 1
+KERNEL = layout_lib.Kernel(num_gates=NUM_GATES, seq_width=SEQ_WIDTH, num_states=NUM_STATES)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels. Per program: sequence refs [Tc, bB, D], state refs [bB, Hp], W_h refs [Hp, 3Hp] / [3Hp, Hp], b_hn
 # [1, Hp], and a two-slot state scratch [2, bB, Hp] last.
 # ----------------------------------------------------------------------------------------------------------------
 
-KERNEL = layout_lib.Kernel(num_gates=NUM_GATES, seq_width=2 * NUM_GATES + 4, num_states=1)
 
-
-def _forward_kernel(xproj_ref, w_ref, bhn_ref, h0_ref, *refs, walk, cols, matmul_dtype, save):
+def _forward_kernel(xproj_ref, w_ref, bhn_ref, h0_ref, hs_ref, hT_ref, *refs, walk, cols, matmul_dtype, save):
   """``h_t`` over the chunk's steps; writes ``hs[t]`` (and ``acts[t]``, ``hn[t]`` when ``save``); step ``tg``
   reads ``h`` from slot ``tg % 2`` and writes slot ``(tg + 1) % 2``."""
-  hs_ref, hT_ref, h_ref = refs[0], refs[1], refs[-1]
+  acts_ref, hn_ref, h_ref = refs if save else (None, None, *refs)
   tiles.when(walk.is_first(), lambda: tiles.copy_state(h_ref, 0, h0_ref, cols))
 
   def step(t, tg):
@@ -82,7 +82,6 @@ def _forward_kernel(xproj_ref, w_ref, bhn_ref, h0_ref, *refs, walk, cols, matmul
       h_ref[write, :, cols.h(n)] = h
       hs_ref[t, :, cols.h(n)] = h
       if save:
-        acts_ref, hn_ref = refs[2:4]
         for g, a in ((R, r), (Z, z), (N, cand)):
           acts_ref[t, :, cols.gate(g, n)] = a
         hn_ref[t, :, cols.h(n)] = hn
@@ -91,7 +90,7 @@ def _forward_kernel(xproj_ref, w_ref, bhn_ref, h0_ref, *refs, walk, cols, matmul
     tiles.tile_loop(cols.num_tiles, tile, 0)
 
   walk.run(step)
-  tiles.when(walk.is_last(), lambda: tiles.store_state(hT_ref, h_ref, walk.T % 2, cols))
+  tiles.when(walk.is_last(), lambda: tiles.store_state(hT_ref, h_ref, tiles.slot(walk.T), cols))
 
 
 def _backward_kernel(wt_ref, acts_ref, hn_ref, hprev_ref, dhs_ref, dhT_ref, dxproj_ref, dhn_ref, dh0_ref, dh_ref, *,
@@ -99,13 +98,13 @@ def _backward_kernel(wt_ref, acts_ref, hn_ref, hprev_ref, dhs_ref, dhT_ref, dxpr
   """Reverse walk: ``dh`` from step tg+1 (slot ``(tg + 1) % 2``) and ``dhs[t]`` -> ``dxproj[t]``, ``dhn[t]`` and
   ``dh_{tg-1}`` (slot ``tg % 2``: first the direct term ``a z``, then the dots added to it); ``dh0`` ends in
   slot 0."""
-  tiles.when(walk.is_first(), lambda: tiles.copy_state(dh_ref, walk.T % 2, dhT_ref, cols))
+  tiles.when(walk.is_first(), lambda: tiles.copy_state(dh_ref, tiles.slot(walk.T), dhT_ref, cols))
 
   def step(t, tg):
     read, write = tiles.slot(tg + 1), tiles.slot(tg)
 
-    def gate_grads(n, carry):
-      r, z, cand = (acts_ref[t, :, cols.gate(g, n)] for g in range(NUM_GATES))
+    def tile_grads(n, carry):
+      r, z, cand = (acts_ref[t, :, cols.gate(g, n)] for g in (R, Z, N))
       a = dh_ref[read, :, cols.h(n)] + dhs_ref[t, :, cols.h(n)]
       dpn = a * (1.0 - z) * (1.0 - cand * cand)
       dpz = a * (hprev_ref[t, :, cols.h(n)] - cand) * (z * (1.0 - z))
@@ -117,8 +116,9 @@ def _backward_kernel(wt_ref, acts_ref, hn_ref, hprev_ref, dhs_ref, dhT_ref, dxpr
       dh_ref[write, :, cols.h(n)] = a * z
       return carry
 
-    tiles.tile_loop(cols.num_tiles, gate_grads, 0)
+    tiles.tile_loop(cols.num_tiles, tile_grads, 0)
     walk.sync()  # dxproj[t], dhn[t] and the direct term are read back by other threads of the block
+    # (ref, gate block in the ref, gate block of W_h): dhn has one block, the n block's gradient through W_h
     tiles.hidden_grads(dh_ref, write, [(dxproj_ref, R, R), (dxproj_ref, Z, Z), (dhn_ref, 0, N)], t, wt_ref, cols,
                        matmul_dtype, add=True)
 
@@ -134,25 +134,25 @@ def _forward_call(Wp, bp, xp, h0p, T: int, cfg: tiles.Config, lay: layout_lib.La
   """Padded ``Wp [K, Hp, 3Hp]``, ``bp [K, 1, Hp]``, ``xp [K, Tp, Bp, 3Hp]``, ``h0p [K, Bp, Hp]`` -> ``hs``, ``hT``
   (+ ``acts [K, Tp, Bp, 3Hp]``, ``hn [K, Tp, Bp, Hp]``)."""
   blocks = tiles.blocks_for(cfg, xp.shape[0], lay)
-  G = NUM_GATES * lay.Hp
+  width = NUM_GATES * lay.Hp
   outs = [blocks.seq_out(lay.Hp), blocks.state_out()]
   if save:
-    outs += [blocks.seq_out(G), blocks.seq_out(lay.Hp)]
+    outs += [blocks.seq_out(width), blocks.seq_out(lay.Hp)]
   kernel = functools.partial(_forward_kernel, save=save, **tiles.walk_settings(cfg, lay, T, reverse=False))
-  in_specs = [blocks.seq(G), blocks.whole(lay.Hp, G), blocks.whole(1, lay.Hp), blocks.state()]
+  in_specs = [blocks.seq(width), blocks.whole(lay.Hp, width), blocks.whole(1, lay.Hp), blocks.state()]
   return tiles.call(kernel, "gru_forward_save" if save else "gru_forward", cfg, blocks, (xp, Wp, bp, h0p),
-                    in_specs, outs, num_states=1)
+                    in_specs, outs, num_states=NUM_STATES)
 
 
 def _backward_call(WTp, acts, hn, hprev, dhsp, dhTp, T: int, cfg: tiles.Config, lay: layout_lib.Layout):
   """``WTp [K, 3Hp, Hp]``, saved ``acts [K, Tp, Bp, 3Hp]``, ``hn``, ``h_prev``, ``dhs [K, Tp, Bp, Hp]``, ``dhT`` ->
   ``dxproj [K, Tp, Bp, 3Hp]``, ``dhn [K, Tp, Bp, Hp]``, ``dh0 [K, Bp, Hp]``."""
   blocks = tiles.blocks_for(cfg, acts.shape[0], lay, reverse=True)
-  G = NUM_GATES * lay.Hp
+  width = NUM_GATES * lay.Hp
   kernel = functools.partial(_backward_kernel, **tiles.walk_settings(cfg, lay, T, reverse=True))
-  in_specs = [blocks.whole(G, lay.Hp), blocks.seq(G)] + [blocks.seq(lay.Hp)] * 3 + [blocks.state()]
+  in_specs = [blocks.whole(width, lay.Hp), blocks.seq(width)] + [blocks.seq(lay.Hp)] * 3 + [blocks.state()]
   return tiles.call(kernel, "gru_backward", cfg, blocks, (WTp, acts, hn, hprev, dhsp, dhTp), in_specs,
-                    [blocks.seq_out(G), blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)
+                    [blocks.seq_out(width), blocks.seq_out(lay.Hp), blocks.state_out()], num_states=NUM_STATES)
 
 
 def _forward(cfg: tiles.Config, W_h, b_hn, xproj, h0, save: bool):
@@ -162,12 +162,13 @@ def _forward(cfg: tiles.Config, W_h, b_hn, xproj, h0, save: bool):
   outs = _forward_call(tiles.pad_weights(W_h, H, lay, cfg.matmul_dtype, NUM_GATES), tiles.pad_row(b_hn, H, lay),
                        tiles.pad_gates(xproj, B, H, lay, NUM_GATES), tiles.pad_state(h0, B, H, lay), T, cfg, lay,
                        save)
-  hs, hT = tiles.unpad_state(outs[0], B, H, xproj.dtype, T), tiles.unpad_state(outs[1], B, H, h0.dtype)
-  return (hT, hs), ((W_h, b_hn, xproj, h0, hs, *outs[2:]) if save else None)
+  hs_p, hT_p, *saved = outs
+  hs, hT = tiles.unpad_state(hs_p, B, H, xproj.dtype, T), tiles.unpad_state(hT_p, B, H, h0.dtype)
+  return (hT, hs), ((W_h, b_hn, xproj, h0, hs, *saved) if save else None)
 
 
-def _backward(cfg: tiles.Config, saved, cotangents):
-  W_h, b_hn, xproj, h0, hs, acts, hn = saved
+def _backward(cfg: tiles.Config, residuals, cotangents):
+  W_h, b_hn, xproj, h0, hs, acts, hn = residuals
   dhT, dhs = cotangents
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
   lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
@@ -177,7 +178,7 @@ def _backward(cfg: tiles.Config, saved, cotangents):
   dx_p, dhn_p, dh0_p = _backward_call(WTp, acts, hn, pad(h_prev), pad(dhs), pad(dhT), T, cfg, lay)
   dxproj = tiles.unpad_gates(dx_p, T, B, H, lay, NUM_GATES)
   dhn = tiles.unpad_state(dhn_p, B, H, jnp.float32, T)
-  dW_h = tiles.weight_grad(h_prev, jnp.concatenate([dxproj[..., :2 * H], dhn], axis=-1))
+  dW_h = tiles.weight_grad(h_prev, jnp.concatenate([dxproj[..., :N * H], dhn], axis=-1))  # (dpr, dpz, dhn)
   return (dW_h.astype(W_h.dtype), jnp.sum(dhn, axis=(1, 2)).astype(b_hn.dtype), dxproj.astype(xproj.dtype),
           tiles.unpad_state(dh0_p, B, H, h0.dtype))
 
@@ -207,10 +208,5 @@ def recurrence(params, xproj_TBG: jax.Array, carry: jax.Array, unroll: int = 1, 
                           matmul_dtype=matmul_dtype, interpret=interpret, backend=backend)
 
 
-def layer(params, xs_TBI: jax.Array, carry: jax.Array | None = None, unroll: int = 1,
-          **kwargs) -> tuple[jax.Array, jax.Array]:
-  """A whole reset-after GRU layer over ``[T, B, in]``: the hoisted input projection, then the Pallas recurrence."""
-  return tiles.run_layer(gru.reset_after, recurrence, params, xs_TBI, carry, unroll, **kwargs)
 
-
-__all__ = ["recurrence", "population_recurrence", "layer", "KERNEL"]
+__all__ = ["recurrence", "population_recurrence", "KERNEL"]

@@ -54,8 +54,8 @@ from lstm_jax.kernels import tiles
 MIN_UNITS = 16            # Triton dots need 16 columns
 K_TILE = 128              # rows of one W_h tile (the dots' K)
 MAX_BATCH = 128           # one batch block: Bp rows in every program
-RESIDENT_BYTES = 128 << 10  # the W_h slice kept on chip when at most this (ptxas: 255 registers, no spills at
-                           # 128 KiB, float32 H = 512 and bfloat16 H = 1024 on an H100; registers: 256 KiB per SM)
+RESIDENT_BYTES = 128 << 10  # the W_h slice kept on chip when at most this (what ptxas reports there:
+                           # docs/accelerators.md, "Kernel measurements")
 SPIN_CAP = 1 << 24        # polls of the barrier counter before the error flag is set
 DEFAULT_SMS = 132         # when the device has no core_count (a CPU): an H100's
 NUM_WARPS = 8

@@ -4,30 +4,27 @@ Same contract as ``lstm_jax.cells.rnn_fused_vjp.recurrence`` (and ``rnn.recurren
 ``{"W_h": [H, H], ...}``, projected inputs ``xproj [T, B, H]`` (time-major, bias included), carry ``h [B, H]``;
 returns ``(final h [B, H], hs [T, B, H])`` and the gradients w.r.t. ``W_h``, ``xproj`` and ``h0``. A leading
 members axis (``W_h [K, H, H]``, ``xproj [K, T, B, H]``, ``h0 [K, B, H]``, see ``population_recurrence``) runs as
-the same single ``pallas_call`` with K as a grid axis.
+the same single ``pallas_call`` with K as a grid axis. Layout, grid, tiles and backends: ``lstm_jax.kernels.tiles``
+(G = 1 gate block: ``W_h [Hp, Hp]``, ``xproj``/``hs``/``dz`` ``[T, Bp, Hp]``).
 
 What the kernels compute
 ------------------------
-- Forward: ONE ``pallas_call`` over the grid ``(K, Bp / bB, Tp / Tc)`` (``lstm_jax.kernels.tiles``). Each program
-  owns ``bB`` batch rows and walks its chunk's steps with ``lax.fori_loop``, ``h`` in the two-slot state scratch:
-  ``h_t = tanh(xproj_t + h_{t-1} W_h)`` (one ``[bB, H] x [H, H]`` dot per step, float32 accumulation), writing
-  ``hs[t]``. ``hs`` is all the backward needs (``tanh' = 1 - h^2``), so the differentiated forward is the same
-  kernel and saves nothing more.
-- Backward: ONE reverse ``pallas_call`` (chunks last to first), ``dh`` in the scratch:
-  ``dz_t = (dh_t + dhs_t) * (1 - h_t^2)`` (written out: it is the gradient of ``xproj``), ``dh_{t-1} = dz_t W_h^T``
-  (dots with ``W_h^T``, transposed once in the wrapper); it ends with ``dh0``. ``dW_h = h_prev^T @ dz`` is one XLA
-  matmul over all ``T*B`` rows.
+- Forward: ``h`` in the two-slot state scratch, ``h_t = tanh(xproj_t + h_{t-1} W_h)`` (one dot per tile pair),
+  writing ``hs[t]``. ``hs`` is all the backward needs (``tanh' = 1 - h^2``), so the differentiated forward is the
+  same kernel and saves nothing more.
+- Backward: ``dh`` in the scratch. Per step: ``dz_t = (dh_t + dhs_t) * (1 - h_t^2)`` tile by tile (written out:
+  it is the gradient of ``xproj``), then ``dh_{t-1} = dz_t W_h^T``; it ends with ``dh0``; ``dW_h = h_prev^T @ dz``
+  follows as one XLA matmul.
 
-Layout, tiles and backends: as the LSTM kernels (``lstm_jax.kernels.tiles``), with G = 1 gate block:
-``W_h [Hp, Hp]``, ``xproj``/``hs``/``dz`` ``[T, Bp, Hp]``. Padded units get zero weights and zero inputs, so
-their state is ``tanh(0) = 0`` at every step, and their gradients are zero.
+Padded units
+------------
+Zero weights and zero inputs, so their state is ``tanh(0) = 0`` at every step, and their gradients are zero.
 
-Differences from the LSTM kernels: one gate (one dot per tile pair instead of four), one
-state (no cell ``c``), no saved activations (the backward reads ``hs``).
-
-Known limits: those of ``lstm_pallas`` (``W_h`` re-read every step on GPU; on TPU ``W_h``, ``4 Hp^2`` bytes
-f32, must fit in VMEM: ``lstm_jax.kernels.envelope``). ``unroll`` is accepted for the contract and ignored.
-Reverse mode only (custom_vjp).
+Known limits
+------------
+Those of ``lstm_pallas`` (``W_h`` re-read every step on GPU; on TPU ``W_h``, ``4 Hp^2`` bytes float32, must fit in
+VMEM: ``lstm_jax.kernels.envelope``). ``unroll`` is accepted for the contract and ignored. Reverse mode only
+(custom_vjp).
 """
 
 from __future__ import annotations
@@ -37,17 +34,21 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lstm_jax.cells import rnn
 from lstm_jax.cells.rnn import NUM_GATES
 from lstm_jax.kernels import layout as layout_lib
 from lstm_jax.kernels import tiles
+
+(Z,) = range(NUM_GATES)  # the one gate block of W_h and xproj: the pre-activation
+NUM_STATES = 1  # h
+# The widest kernel's sequence blocks, in units of Hp columns: the backward reads hs and dhs and writes dz.
+SEQ_WIDTH = 1 + 1 + NUM_GATES
+KERNEL = layout_lib.Kernel(num_gates=NUM_GATES, seq_width=SEQ_WIDTH, num_states=NUM_STATES)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels. Per program: sequence refs [Tc, bB, Hp], state refs [bB, Hp], weight refs [Hp, Hp], and a two-slot
 # state scratch [2, bB, Hp] last.
 # ----------------------------------------------------------------------------------------------------------------
 
-KERNEL = layout_lib.Kernel(num_gates=NUM_GATES, seq_width=3, num_states=1)
 
 
 def _forward_kernel(xproj_ref, w_ref, h0_ref, hs_ref, hT_ref, h_ref, *, walk, cols, matmul_dtype):
@@ -59,7 +60,8 @@ def _forward_kernel(xproj_ref, w_ref, h0_ref, hs_ref, hT_ref, h_ref, *, walk, co
     read, write = tiles.slot(tg), tiles.slot(tg + 1)
 
     def tile(n, carry):
-      (pre,) = tiles.recurrent_dots((xproj_ref[t, :, cols.h(n)],), h_ref, read, w_ref, (0,), n, cols, matmul_dtype)
+      (pre,) = tiles.recurrent_dots((xproj_ref[t, :, cols.gate(Z, n)],), h_ref, read, w_ref, (Z,), n, cols,
+                                     matmul_dtype)
       h = jnp.tanh(pre)
       h_ref[write, :, cols.h(n)] = h
       hs_ref[t, :, cols.h(n)] = h
@@ -68,25 +70,25 @@ def _forward_kernel(xproj_ref, w_ref, h0_ref, hs_ref, hT_ref, h_ref, *, walk, co
     tiles.tile_loop(cols.num_tiles, tile, 0)
 
   walk.run(step)
-  tiles.when(walk.is_last(), lambda: tiles.store_state(hT_ref, h_ref, walk.T % 2, cols))
+  tiles.when(walk.is_last(), lambda: tiles.store_state(hT_ref, h_ref, tiles.slot(walk.T), cols))
 
 
 def _backward_kernel(wt_ref, hs_ref, dhs_ref, dhT_ref, dz_ref, dh0_ref, dh_ref, *, walk, cols, matmul_dtype):
   """Reverse walk: ``dh`` from step tg+1 (slot ``(tg + 1) % 2``) and ``dhs[t]`` -> ``dz[t]``, ``dh_{tg-1} =
   dz[t] W_h^T`` (slot ``tg % 2``); ``dh0`` ends in slot 0."""
-  tiles.when(walk.is_first(), lambda: tiles.copy_state(dh_ref, walk.T % 2, dhT_ref, cols))
+  tiles.when(walk.is_first(), lambda: tiles.copy_state(dh_ref, tiles.slot(walk.T), dhT_ref, cols))
 
   def step(t, tg):
     read, write = tiles.slot(tg + 1), tiles.slot(tg)
 
-    def tile_grad(n, carry):
+    def tile_grads(n, carry):
       h = hs_ref[t, :, cols.h(n)]
-      dz_ref[t, :, cols.h(n)] = (dh_ref[read, :, cols.h(n)] + dhs_ref[t, :, cols.h(n)]) * (1.0 - h * h)
+      dz_ref[t, :, cols.gate(Z, n)] = (dh_ref[read, :, cols.h(n)] + dhs_ref[t, :, cols.h(n)]) * (1.0 - h * h)
       return carry
 
-    tiles.tile_loop(cols.num_tiles, tile_grad, 0)
+    tiles.tile_loop(cols.num_tiles, tile_grads, 0)
     walk.sync()  # dz[t] is read back by other threads of the block
-    tiles.hidden_grads(dh_ref, write, [(dz_ref, 0, 0)], t, wt_ref, cols, matmul_dtype)
+    tiles.hidden_grads(dh_ref, write, [(dz_ref, Z, Z)], t, wt_ref, cols, matmul_dtype)
 
   walk.run(step)
   tiles.when(walk.is_last(), lambda: tiles.store_state(dh0_ref, dh_ref, 0, cols))
@@ -102,7 +104,7 @@ def _forward_call(Wp, xp, h0p, T: int, cfg: tiles.Config, lay: layout_lib.Layout
   kernel = functools.partial(_forward_kernel, **tiles.walk_settings(cfg, lay, T, reverse=False))
   in_specs = [blocks.seq(lay.Hp), blocks.whole(lay.Hp, lay.Hp), blocks.state()]
   return tiles.call(kernel, "rnn_forward", cfg, blocks, (xp, Wp, h0p), in_specs,
-                    [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)
+                    [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=NUM_STATES)
 
 
 def _backward_call(WTp, hsp, dhsp, dhTp, T: int, cfg: tiles.Config, lay: layout_lib.Layout):
@@ -112,7 +114,7 @@ def _backward_call(WTp, hsp, dhsp, dhTp, T: int, cfg: tiles.Config, lay: layout_
   kernel = functools.partial(_backward_kernel, **tiles.walk_settings(cfg, lay, T, reverse=True))
   in_specs = [blocks.whole(lay.Hp, lay.Hp), blocks.seq(lay.Hp), blocks.seq(lay.Hp), blocks.state()]
   return tiles.call(kernel, "rnn_backward", cfg, blocks, (WTp, hsp, dhsp, dhTp), in_specs,
-                    [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=1)
+                    [blocks.seq_out(lay.Hp), blocks.state_out()], num_states=NUM_STATES)
 
 
 def _forward(cfg: tiles.Config, W_h, xproj, h0, save: bool):
@@ -126,8 +128,8 @@ def _forward(cfg: tiles.Config, W_h, xproj, h0, save: bool):
   return (hT, hs), ((W_h, xproj, h0, hs) if save else None)
 
 
-def _backward(cfg: tiles.Config, saved, cotangents):
-  W_h, xproj, h0, hs = saved
+def _backward(cfg: tiles.Config, residuals, cotangents):
+  W_h, xproj, h0, hs = residuals
   dhT, dhs = cotangents
   K, T, B, H = tiles.check_shapes(W_h, xproj, NUM_GATES)
   lay = layout_lib.layout(cfg.backend, KERNEL, T, B, H, cfg.matmul_dtype)
@@ -163,10 +165,5 @@ def recurrence(params, xproj_TBH: jax.Array, carry: jax.Array, unroll: int = 1, 
                           matmul_dtype=matmul_dtype, interpret=interpret, backend=backend)
 
 
-def layer(params, xs_TBI: jax.Array, carry: jax.Array | None = None, unroll: int = 1,
-          **kwargs) -> tuple[jax.Array, jax.Array]:
-  """A whole RNN layer over ``[T, B, in]``: the hoisted input projection, then the Pallas recurrence."""
-  return tiles.run_layer(rnn, recurrence, params, xs_TBI, carry, unroll, **kwargs)
 
-
-__all__ = ["recurrence", "population_recurrence", "layer", "KERNEL"]
+__all__ = ["recurrence", "population_recurrence", "KERNEL"]

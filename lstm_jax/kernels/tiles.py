@@ -1,13 +1,20 @@
-"""What the Pallas recurrence kernels share (``lstm_pallas``, ``rnn_pallas``, ``gru_pallas``): the padded layout,
-the grid over (members, batch blocks, time chunks), the state scratch, rolled tile loops for the recurrent dots,
-backend / interpret resolution, compiler params and the ``custom_vjp`` plumbing.
+"""The design the Pallas recurrence kernels share (``lstm_pallas``, ``rnn_pallas``, ``gru_pallas``), and the code
+for it: the padded layout, the grid over (members, batch blocks, time chunks), the state scratch, rolled tile loops
+for the recurrent dots, backend / interpret resolution, compiler params and the ``custom_vjp`` plumbing. Each cell's
+module says what its kernels compute, why its padded units stay zero and its limits; measurements of the compiled
+kernels are in docs/accelerators.md ("Kernel measurements").
+
+Two kernels per cell, behind a ``custom_vjp``: a forward ``pallas_call`` that walks the steps and, when
+differentiated, saves what the backward needs; and a reverse ``pallas_call`` on the same grid that walks the steps
+last to first, writes the gradient of the projected inputs and carries the state's gradient in the scratch. The
+weight gradient ``dW_h = h_prev^T @ dgates`` is then one XLA matmul over all ``T*B`` rows (``weight_grad``).
 
 Layout (every kernel): arrays carry a leading members axis K. A gate-blocked array ``[K, T, B, G*H]`` (G gate
 blocks of H units: 4 for the LSTM, 3 for the GRU, 1 for the RNN) is viewed as ``[.., B, G, H]``; time is padded to
 ``Tp`` (a multiple of the chunk ``Tc``), batch to ``Bp``, each gate block to ``Hp`` units, and it is flattened back
 to ``[K, Tp, Bp, G*Hp]``: gate ``g`` is the contiguous, tile-aligned column block ``[g*Hp, (g+1)*Hp)``. ``W_h
 [K, H, G*H]`` gets zero rows and columns for the padded units (``[K, Hp, G*Hp]``), states ``[K, B, H]`` become
-``[K, Bp, Hp]``. Each cell's module says why its padded units stay exactly zero.
+``[K, Bp, Hp]``. Padded batch rows are independent rows; padded steps are never computed; outputs are sliced back.
 
 Grid ``(K, Bp / bB, Tp / Tc)``: a program owns one member, one batch block of ``bB`` rows and one time chunk of
 ``Tc`` steps; members and batch blocks are independent ("parallel"), chunks run in order ("arbitrary") and hand
@@ -15,20 +22,30 @@ the recurrent state on through a scratch ``[2, bB, Hp]`` float32 per state (two 
 writes the other, so a tile written early in a step is never read by a later tile of the same step). A chunk
 walks ``min(Tc, T - chunk * Tc)`` steps, so the padded tail of the last chunk is never computed. Sequence blocks
 are ``[Tc, bB, d]`` (reverse kernels walk the chunks last to first); ``W_h`` has a constant block index, fetched
-once per member.
+once per member. Per step and per hidden tile ``n`` (a rolled loop), a kernel adds ``h @ W_h[:, gate g, tile n]``
+to each gate block's input (a rolled loop over the hidden tiles ``k`` of ``h``, float32 accumulation) and updates
+that tile of the state; the reverse kernel computes the gate gradients tile by tile, then ``dh_{t-1} = dgates @
+W_h^T`` tile by tile (``W_h^T`` transposed once in the wrapper).
 
 Backends (block sizes: ``lstm_jax.kernels.layout``):
-- TPU (Mosaic): one dot tile over all of ``Hp``; ``bB`` and ``Tc`` sized to the chip's VMEM, where ``W_h`` stays
-  for the whole sequence (single-buffered) and the chunks stream through; the compiler's scoped-VMEM limit is
-  raised to what the blocks need. The state scratch is VMEM.
-- GPU (Triton): one chunk (``Tc = T``: Triton has no sequential grid axis, so a program walks the whole sequence;
-  its blocks are windows into HBM, not copies). The state scratch is an extra HBM output (Triton has no scratch),
-  served by L1/L2, with a block barrier after each step's writes. The tile loops are ``fori_loop``s over traced
-  tile indices (dynamic slices of the refs), so one step is the same few dots whatever H: a kernel's code does
-  not grow with H and neither does its compile time; registers hold one ``[bB, bh]`` tile per gate, not the whole
-  state.
-- ``interpret=None``: interpret mode when ``jax.default_backend() == "cpu"``, else compiled. ``backend=None``:
-  "triton" on GPU and CPU (so CPU interpret runs the GPU layout), "tpu" on TPU.
+- TPU (Mosaic): one dot tile over all of ``Hp`` (the MXU takes big dots), so each tile loop runs once; ``bB`` and
+  ``Tc`` sized to the chip's VMEM, where ``W_h`` is DMA'd once per member and stays for the whole sequence
+  (single-buffered) while the chunks stream through, so VMEM holds ``W_h`` plus two chunks, not the whole sequence
+  (``lstm_jax.kernels.envelope`` gives the largest H per chip); the compiler's scoped-VMEM limit is raised to what
+  the blocks need. The state scratch is VMEM, so the state never leaves the chip between steps.
+- GPU (Triton, selected by ``pallas.triton.CompilerParams(num_warps, num_stages=1)``): one chunk (``Tc = T``:
+  Triton has no sequential grid axis, so a program walks the whole sequence; its blocks are windows into HBM, not
+  copies). The state scratch is an extra HBM output (Triton has no scratch), served by L1/L2, with a block barrier
+  after each step's writes. ``W_h``'s tiles are re-read every step (from L2 while it fits there) and the sequences
+  are streamed per step. The tile loops are ``fori_loop``s over traced tile indices (dynamic slices of the refs),
+  so one step is the same few dots whatever H: a kernel's code does not grow with H and neither does its compile
+  time; registers hold one ``[bB, bh]`` accumulator per gate and one tile of ``h``, not the whole state. Mosaic GPU
+  (Pallas's Hopper backend) is not used: it stages whole blocks in shared memory, and its lowering rule is
+  registered only when the CUDA plugin starts on a real GPU, so it cannot be compiled for a chip this machine lacks.
+- ``matmul_dtype=bfloat16`` stores ``W_h`` in bfloat16 (half the bytes) and casts the state and gate gradients to
+  bfloat16 for the dots only; accumulation, state and gates stay float32.
+- ``interpret=None``: interpret mode when ``jax.default_backend() == "cpu"`` (semantics only, slow), else
+  compiled. ``backend=None``: "triton" on GPU and CPU (so CPU interpret runs the GPU layout), "tpu" on TPU.
 """
 
 from __future__ import annotations
@@ -385,11 +402,4 @@ def on_members(population_fn, keys, params, xproj, carry, unroll, **kwargs):
   add = lambda tree: jax.tree.map(lambda a: a[None], tree)
   final, hs = population_fn({k: params[k][None] for k in keys}, xproj[None], add(carry), unroll, **kwargs)
   return jax.tree.map(lambda a: a[0], final), hs[0]
-
-
-def run_layer(family, recurrence_fn, params, xs_TBI, carry, unroll, **kwargs):
-  """A whole layer over ``[T, B, in]``: ``family``'s hoisted input projection, then ``recurrence_fn``."""
-  if carry is None:
-    carry = family.zero_carry(xs_TBI.shape[1], params["W_h"].shape[0], xs_TBI.dtype)
-  return recurrence_fn(params, family.project_inputs(params, xs_TBI), carry, unroll, **kwargs)
 

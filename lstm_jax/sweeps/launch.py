@@ -31,7 +31,9 @@ from lstm_jax.train import progress as progress_lib
 from lstm_jax.train import workdir as workdir_lib
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class SweepRun:
+  """One point of a sweep: its name (its overrides), its workdir and the ``python -m lstm_jax.main`` command that
+  trains it there."""
   name: str
   workdir: epath.Path   # a local folder or a URI (gs://...)
   command: tuple[str, ...]
@@ -59,15 +61,15 @@ def load_sweep(config_spec: str, sweep_name: str) -> list[dict[str, object]]:
   return points
 
 
-def expand(config_spec: str, sweep_name: str, root: str | pathlib.Path, extra: tuple[str, ...] = ()) -> list[Run]:
-  """One ``Run`` per sweep point, each with its workdir and ``python -m lstm_jax.main`` command."""
+def expand(config_spec: str, sweep_name: str, root: str | pathlib.Path, extra: tuple[str, ...] = ()) -> list[SweepRun]:
+  """One ``SweepRun`` per sweep point, each with its workdir and ``python -m lstm_jax.main`` command."""
   runs = []
   for point in load_sweep(config_spec, sweep_name):
     name = ",".join(f"{key.split('.')[-1]}={value}" for key, value in point.items())
     workdir = workdir_lib.path(root) / sweep_name / name  # epath: a gs:// root stays a URI
     overrides = [f"--config.{key}={value}" for key, value in point.items()] + [f"--config.{e}" for e in extra]
     command = ("python", "-m", "lstm_jax.main", f"--config={config_spec}", f"--workdir={workdir}", *overrides)
-    runs.append(Run(name, workdir, command))
+    runs.append(SweepRun(name, workdir, command))
   return runs
 
 
@@ -122,7 +124,7 @@ def local_gpus() -> list[str]:
   return [str(i) for i, line in enumerate(l for l in listing.splitlines() if l.startswith("GPU"))]
 
 
-def run_per_gpu(runs: list[Run], gpus: list[str], poll_sec: float = 1.0) -> list[str]:
+def run_per_gpu(runs: list[SweepRun], gpus: list[str], poll_sec: float = 1.0) -> list[str]:
   """One process per GPU, each seeing only its GPU; a GPU takes the next run as soon as it is free. Returns the
   names of the runs that failed."""
   queue, busy, failed = list(runs), {}, []
@@ -190,7 +192,7 @@ def count_run_lines(text: str) -> int:
   return sum(1 for line in text.splitlines() if line.split() and not line.split()[0].startswith("#"))
 
 
-def runs_file(runs: list[Run]) -> str:
+def runs_file(runs: list[SweepRun]) -> str:
   """A runs file: one shell command per line, as the launch/ scripts read it."""
   return "".join(run.shell() + "\n" for run in runs)
 
@@ -222,7 +224,7 @@ def render_slurm(runs_path: str | pathlib.Path, num_runs: int, cluster: Cluster 
   return f"{shebang}\n# Rendered from launch/{template.name} by lstm_jax.sweeps.launch.render_slurm.\n{rest}"
 
 
-def slurm_script(runs: list[Run], root: pathlib.Path, cluster: Cluster = Cluster()) -> str:
+def slurm_script(runs: list[SweepRun], root: pathlib.Path, cluster: Cluster = Cluster()) -> str:
   """A SLURM array job, one run per task, with absolute paths (sbatch may start it from any directory): the
   template ``launch/slurm_array.sbatch`` reading ``<root>/runs.txt`` (which ``runs_file(runs)`` gives)."""
   root = pathlib.Path(root).absolute()
@@ -238,6 +240,57 @@ def tpu_runs_file(sweep_name: str) -> pathlib.Path:
 MODES = ("local", "gpus", "slurm", "tpu", "population")
 
 
+def _failed(names: list[str]) -> None:
+  if names:
+    raise SystemExit(f"Runs failed: {', '.join(names)}; rerun the sweep to resume them.")
+
+
+def _launch_local(pending: list[SweepRun]) -> None:
+  """One run after another in this terminal; a failed run does not stop the others."""
+  progress, failed = progress_lib.Progress(len(pending)), []
+  for index, run in enumerate(pending, start=1):
+    print(f"== [{index}/{len(pending)}] {run.name}  {progress.timing()}", flush=True)
+    if subprocess.run((sys.executable,) + run.command[1:]).returncode:
+      failed.append(run.name)
+    progress.advance()
+  _failed(failed)
+
+
+def _launch_gpus(pending: list[SweepRun]) -> None:
+  _failed(run_per_gpu(pending, local_gpus()))
+
+
+def _launch_population(pending: list[SweepRun], runs: list[SweepRun], config_spec: str, sweep_name: str,
+                       extra: tuple[str, ...]) -> None:
+  """The pending runs as one population: one program that trains them side by side."""
+  from lstm_jax.sweeps import population  # noqa: PLC0415 (JAX is only needed in this mode)
+  if pending:
+    points = {run.name: point for run, point in zip(runs, load_sweep(config_spec, sweep_name))}
+    configs = [run_config(config_spec, points[run.name], extra) for run in pending]
+    population.train_population(configs, [run.workdir for run in pending])
+
+
+def _launch_slurm(pending: list[SweepRun], sweep_root: pathlib.Path, cluster: Cluster) -> None:
+  """Writes the runs file and the SLURM array script beside it, and says how to submit it."""
+  if not pending:
+    print("Every run has finished; nothing to submit.")
+    return
+  sweep_root.mkdir(parents=True, exist_ok=True)
+  (sweep_root / "runs.txt").write_text(runs_file(pending))
+  (sweep_root / "sweep.sbatch").write_text(slurm_script(pending, sweep_root, cluster))
+  print(f"Wrote {sweep_root / 'sweep.sbatch'} (one task per line of {sweep_root / 'runs.txt'}); submit it with: "
+        f"sbatch {sweep_root / 'sweep.sbatch'}")
+
+
+def _launch_tpu(pending: list[SweepRun], sweep_name: str, root: str, tpu_name: str, tpu_zone: str) -> None:
+  """Writes the runs file ``launch/tpu_vm.sh`` starts on every worker, and prints that command."""
+  runs_path = tpu_runs_file(sweep_name)
+  runs_path.parent.mkdir(parents=True, exist_ok=True)
+  runs_path.write_text(runs_file(pending))
+  print(f"Wrote {runs_path} ({len(pending)} runs); start them on every worker with:\n"
+        f"TPU_NAME={tpu_name} ZONE={tpu_zone} BUCKET={root} bash launch/tpu_vm.sh {runs_path}")
+
+
 def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple[str, ...] = (),
            dry_run: bool = False, tpu_name: str = "my-tpu", tpu_zone: str = "us-central2-b",
            cluster: Cluster = Cluster()) -> None:
@@ -250,7 +303,6 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
     raise ValueError(f"--mode tpu needs the workdirs on a bucket every TPU worker reaches: pass --root "
                      f"gs://BUCKET/PATH, not {root!r}.")
   runs = expand(config_spec, sweep_name, root, extra)
-  sweep_root = pathlib.Path(root) / sweep_name
   if dry_run:
     for run in runs:
       print(f"{'[done] ' if run.finished else ''}{run.shell()}")
@@ -258,38 +310,14 @@ def launch(config_spec: str, sweep_name: str, root: str, mode: str, extra: tuple
   pending = [run for run in runs if not run.finished]
   print(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to run.", flush=True)
   if mode == "local":
-    progress, failed = progress_lib.Progress(len(pending)), []
-    for index, run in enumerate(pending, start=1):
-      print(f"== [{index}/{len(pending)}] {run.name}  {progress.timing()}", flush=True)
-      if subprocess.run((sys.executable,) + run.command[1:]).returncode:  # a failed run does not stop the others
-        failed.append(run.name)
-      progress.advance()
-    if failed:
-      raise SystemExit(f"Runs failed: {', '.join(failed)}; rerun the sweep to resume them.")
+    _launch_local(pending)
   elif mode == "gpus":
-    failed = run_per_gpu(pending, local_gpus())
-    if failed:
-      raise SystemExit(f"Runs failed: {', '.join(failed)}; rerun the sweep to resume them.")
+    _launch_gpus(pending)
   elif mode == "population":
-    from lstm_jax.sweeps import population  # noqa: PLC0415 (JAX is only needed in this mode)
-    if pending:
-      points = {run.name: point for run, point in zip(runs, load_sweep(config_spec, sweep_name))}
-      configs = [run_config(config_spec, points[run.name], extra) for run in pending]
-      population.train_population(configs, [run.workdir for run in pending])
+    _launch_population(pending, runs, config_spec, sweep_name, extra)
   elif mode == "slurm":
-    if not pending:
-      print("Every run has finished; nothing to submit.")
-      return
-    sweep_root.mkdir(parents=True, exist_ok=True)
-    (sweep_root / "runs.txt").write_text(runs_file(pending))
-    (sweep_root / "sweep.sbatch").write_text(slurm_script(pending, sweep_root, cluster))
-    print(f"Wrote {sweep_root / 'sweep.sbatch'} (one task per line of {sweep_root / 'runs.txt'}); submit it with: "
-          f"sbatch {sweep_root / 'sweep.sbatch'}")
+    _launch_slurm(pending, pathlib.Path(root) / sweep_name, cluster)
   elif mode == "tpu":
-    runs_path = tpu_runs_file(sweep_name)
-    runs_path.parent.mkdir(parents=True, exist_ok=True)
-    runs_path.write_text(runs_file(pending))
-    print(f"Wrote {runs_path} ({len(pending)} runs); start them on every worker with:\n"
-          f"TPU_NAME={tpu_name} ZONE={tpu_zone} BUCKET={root} bash launch/tpu_vm.sh {runs_path}")
+    _launch_tpu(pending, sweep_name, root, tpu_name, tpu_zone)
   else:
     raise ValueError(f"Unknown mode {mode!r}; choose one of {MODES}.")
