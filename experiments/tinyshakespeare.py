@@ -1,6 +1,6 @@
 """A character model of tiny shakespeare (Karpathy's char-rnn corpus: 1,115,394 characters, 65 symbols; the last
 10% held out), in two variants that differ only in regularization, sized to train on one core of a 2-core CPU in
-about half an hour per run: one LSTM layer of 512 units over a 128-wide embedding, batch 64 x 100 steps of
+about 35 minutes per run: one LSTM layer of 512 units over a 128-wide embedding, batch 64 x 100 steps of
 consecutive text with the state carried, Adam lr 0.003 with a 50-step warmup and a cosine decay to 0.0003,
 global-norm clipping at 5, 6 epochs, validation bits per character every epoch.
 
@@ -9,7 +9,8 @@ global-norm clipping at 5, 6 epochs, validation bits per character every epoch.
   (``weight_drop``), locked dropout on the embedded inputs and the outputs, embedding dropout.
 
 Command:  python -m lstm_jax.main --config experiments/tinyshakespeare.py:variant=regularized --workdir runs/ts_reg
-Measured: reports/tinyshakespeare/README.md (three seeds of each variant, the table and the validation curves).
+Measured: validation 2.130 bits per character plain, 2.248 regularized (seed 0 each, 35 and 49 min on one core;
+reports/tinyshakespeare/README.md): at 6 epochs the model does not overfit yet, and the dropouts only slow it.
 """
 
 from lstm_jax import config as config_lib

@@ -6,11 +6,6 @@ runner for a script on N simulated CPU devices (or CPU only) in a subprocess."""
 from __future__ import annotations
 
 import functools
-import json
-import os
-import pathlib
-import subprocess
-import sys
 from typing import Callable, NamedTuple
 
 import jax
@@ -18,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from layer_checks import assert_trees_close  # noqa: F401 (the one tree comparison, re-exported for kernel tests)
+from simulated_devices import REPO, run_script  # noqa: F401 (the one runner on N simulated devices, re-exported)
 from lstm_jax.cells import gru, lstm_fused_vjp, rnn_fused_vjp
 from lstm_jax.cells.lstm import LSTMCarry
 from lstm_jax.kernels import gru_pallas, lstm_pallas, rnn_pallas
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 dots on both sides; only summation order (and sigmoid's form) differ
 CHUNK_TOL = dict(rtol=2e-5, atol=2e-5)  # several time chunks: the state handed on between them adds a little
 BF16_TOL = dict(rtol=0.0, atol=5e-2)  # bf16 dot operands (8-bit mantissa) against the float32 reference
@@ -126,16 +121,3 @@ def assert_no_gradient_zero(result) -> None:
   """No path silently zero: every gradient of a ``value_and_grads`` result has entries over 1e-3."""
   assert all(float(jnp.abs(g).max()) > 1e-3 for g in jax.tree.leaves(result[1]))
 
-
-def run_script(script: str, *args: str, devices: int = 1, timeout: int = 600, **env: str):
-  """The JSON the last line of ``script`` prints, run with ``args`` in a subprocess that starts JAX with only its
-  CPU backend, ``devices`` simulated CPU devices (``XLA_FLAGS`` must be set before JAX initialises) and the repo
-  and tests/ on its path; ``env``: more environment variables."""
-  path = os.pathsep.join([str(REPO), str(REPO / "tests")])
-  environment = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path, **env}
-  if devices > 1:
-    environment["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  result = subprocess.run([sys.executable, "-c", script, *args], env=environment, capture_output=True, text=True,
-                          cwd=REPO, timeout=timeout)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])

@@ -46,8 +46,17 @@ def test_the_seed_table_gives_mean_and_spread_per_configuration_in_bits_per_char
 
 def test_aggregate_writes_both_tables_and_the_curves_when_seeds_vary(sweep):
   text = aggregate.aggregate(sweep)
-  assert (sweep / "curves.png").stat().st_size > 0 and (sweep / "plot.png").exists()
+  assert (sweep / "curves.png").stat().st_size > 0 and (sweep / "plot.png").exists()  # one value swept
   assert sum(line.startswith("|---") for line in text.splitlines()) == 2 and (sweep / "RESULTS.md").read_text() == text
+
+
+def test_one_seed_per_configuration_gives_the_run_table_and_the_curves(sweep):
+  for name in ("plain_s1", "reg_s1"):
+    for file in (sweep / name).iterdir():
+      file.unlink()
+    (sweep / name).rmdir()
+  text = aggregate.aggregate(sweep)
+  assert "seeds" not in text and (sweep / "curves.png").stat().st_size > 0
 
 
 def test_the_curve_reads_the_epoch_records_only(sweep):

@@ -62,7 +62,7 @@ def test_the_installed_package_trains_evaluates_and_generates_from_any_directory
   accumulator = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
   accumulator.Reload()
   scalars = accumulator.Tags()["scalars"]
-  assert {"train/loss", "train/perplexity", "perf/tokens_per_sec", "progress/epoch"} <= set(scalars)
+  assert {"train/loss", "train/perplexity", "train/bpc", "perf/tokens_per_sec", "progress/epoch"} <= set(scalars)
   assert [event.step for event in accumulator.Scalars("train/perplexity")] == [8 * e for e in range(1, EPOCHS + 1)]
 
   evaluate = _run(installed, elsewhere, real_data_dir, str(installed / "bin" / "lstm-jax-evaluate"),
@@ -74,7 +74,7 @@ def test_the_installed_package_trains_evaluates_and_generates_from_any_directory
 
 
 def test_the_wheel_ships_the_files_the_package_reads(installed):
-  for name in ("py.typed", "d2l/book_tables.md", "templates/slurm_array.sbatch"):
+  for name in ("py.typed", "d2l/book_tables.md", "sweeps/templates/slurm_array.sbatch"):
     assert (installed / "lstm_jax" / name).is_file(), name
 
 

@@ -142,14 +142,18 @@ def test_a_misnumbered_step_directory_is_set_aside_with_one_line(tmp_path, capsy
 
 
 def _flipped(work, step, fraction):
-  """A copy of ``work`` with one bit flipped at ``fraction`` of the largest data file of the step's ``state``."""
+  """A copy of ``work`` with one bit flipped at ``fraction`` of each data file of the step's ``state``: the array
+  chunks (OCDBT's per-process data files, some of which may no longer be referenced), not the database's own
+  metadata, which a flip makes unreadable."""
   copy = work.parent / f"flipped-{fraction}"
   shutil.copytree(work, copy)
-  files = [p for p in (copy / "checkpoints" / str(step) / "state").rglob("d/*") if p.is_file()]
-  data = max(files, key=lambda p: p.stat().st_size)
-  raw = bytearray(data.read_bytes())
-  raw[int(len(raw) * fraction)] ^= 0x01
-  data.write_bytes(bytes(raw))
+  state = copy / "checkpoints" / str(step) / "state"
+  files = [p for p in state.glob("ocdbt.process_*/d/*") if p.is_file()] or \
+      [max((p for p in state.rglob("d/*") if p.is_file()), key=lambda p: p.stat().st_size)]
+  for data in files:
+    raw = bytearray(data.read_bytes())
+    raw[int(len(raw) * fraction)] ^= 0x01
+    data.write_bytes(bytes(raw))
   return copy
 
 

@@ -3,14 +3,12 @@
 XLA_FLAGS must be set before JAX initialises, so each run happens in its own subprocess.
 """
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from simulated_devices import run_script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,12 +42,7 @@ def _run(tmp_path, devices):
   if not corpus.exists():
     corpus.write_text("the time traveller smiled and held up the little lever. " * 20)
   workdir = tmp_path / f"devices{devices}"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  result = subprocess.run([sys.executable, "-c", _RUN, str(corpus), str(workdir), str(devices)], env=env,
-                          capture_output=True, text=True, cwd=REPO)
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  summary = run_script(_RUN, str(corpus), str(workdir), str(devices), devices=devices)
   with np.load(workdir / "params.npz") as f:
     params = [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
   return summary, params
@@ -69,6 +62,7 @@ def test_sharded_run_matches_single_device_run(tmp_path):
 
 
 _POPULATION = r'''
+import json
 import jax, numpy as np
 from lstm_jax import config as config_lib
 from lstm_jax.sweeps import population
@@ -94,13 +88,10 @@ assert len(sharded.params["head"]["W"].sharding.device_set) == 8
 assert sharded.params["head"]["W"].sharding.shard_shape(sharded.params["head"]["W"].shape)[0] == 1
 jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), sharded.params, single.params)
 assert not np.allclose(single.params["head"]["W"][0], single.params["head"]["W"][1])
-print("ok")
+print(json.dumps("ok"))
 '''
 
 
 @pytest.mark.slow
 def test_population_split_over_devices_matches_one_device():
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  result = subprocess.run([sys.executable, "-c", _POPULATION], env=env, capture_output=True, text=True, cwd=REPO)
-  assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+  assert run_script(_POPULATION, devices=8) == "ok"

@@ -11,15 +11,13 @@ SGD with global-norm clipping. Two simulated devices (data parallel) give the on
 """
 
 import functools
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
+
+from simulated_devices import run_script
 
 from lstm_jax import config as config_lib
 from lstm_jax.data import corpora
@@ -230,12 +228,7 @@ print(json.dumps(out))
 
 @pytest.mark.slow  # ~30-60 s: a subprocess with 2 simulated devices compiles 4 train steps
 def test_two_device_data_parallel_training_equals_one_device(corpus_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  result = subprocess.run([sys.executable, "-c", _TWO_DEVICES, corpus_path], env=env, capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  for recurrence, found in json.loads(result.stdout.strip().splitlines()[-1]).items():
+  for recurrence, found in run_script(_TWO_DEVICES, corpus_path, devices=2).items():
     assert found["devices"] == 2, (recurrence, found)  # the batch of 4 rows was split over both devices
     assert found["steps"] >= 12, (recurrence, found)
     assert found["loss_error"] < JAX_LOSS_ATOL, (recurrence, found)

@@ -1,12 +1,12 @@
 """Compiling a config's programs for a chip this machine lacks, and the one-line result per target.
 
 The programs are the run's own functions, not copies: the train step (``lstm_jax.train.loop.compile_train_step``, the
-state donated), the evaluation forward (``lstm_jax.train.evaluate._chunk_sums``, what validation runs per minibatch) and,
-with ``members``, the population step (``lstm_jax.sweeps.population.Population``'s vmapped, masked step over K members).
-Their arguments are ``jax.ShapeDtypeStruct``s from ``jax.eval_shape`` (no data, no parameters are materialised)
-carrying the shardings a real run uses on the target's devices (``lstm_jax.train.sharding``): a 1-D mesh over the
-target's devices; data parallel: state replicated, the ``[batch, time]`` tokens and the carried state ``[batch,
-hidden]`` split by batch row; population: every ``[K, ...]`` array split by member. Each is lowered inside
+state donated), the evaluation forward (``lstm_jax.train.evaluate._chunk_sums``, what validation runs per minibatch)
+and, with ``members``, the population step (``lstm_jax.sweeps.population.Population``'s vmapped, masked step over K
+members). Their arguments are ``jax.ShapeDtypeStruct``s from ``jax.eval_shape`` (no data, no parameters are
+materialised) carrying the shardings a real run uses on the target's devices (``lstm_jax.train.sharding``): a 1-D mesh
+over the target's devices; data parallel: state replicated, the ``[batch, time]`` tokens and the carried state
+``[batch, hidden]`` split by batch row; population: every ``[K, ...]`` array split by member. Each is lowered inside
 ``jax.default_device(device)`` (Pallas's Triton lowering reads the chip from it) and compiled by the chip's own
 compiler (XLA:GPU with Triton / LLVM / ptxas; XLA:TPU with Mosaic).
 

@@ -15,13 +15,13 @@ Workloads (vocabulary 28):
   (``lstm_jax.train.generate.generate_ids``); PyTorch runs the 1000 steps as one teacher-forced forward call, and as
   the book's per-token Python loop.
 
-Implementations (``IMPLEMENTATIONS``; ``DEFAULT_IMPLEMENTATIONS`` per backend, ``--implementations`` to choose):
-the scratch model (``lstm_jax.models.scratch``) with ``recurrence`` "scan" (autodiff through ``lax.scan``), "fused_vjp"
-(hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``) and "pallas" (``lstm_jax.kernels``; interpret mode on
-a CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``) and with weight drop and locked dropout
+Implementations (``IMPLEMENTATIONS``; ``DEFAULT_IMPLEMENTATIONS`` per backend, ``--implementations`` to choose): the
+scratch model (``lstm_jax.models.scratch``) with ``recurrence`` "scan" (autodiff through ``lax.scan``), "fused_vjp"
+(hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``) and "pallas" (``lstm_jax.kernels``; interpret mode on a
+CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``) and with weight drop and locked dropout
 (``*_regularized``: the masks' cost beside the same recurrence); cuDNN through ``jax.experimental.rnn``
-(``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.models.linen_layers.RecurrentLayer``) and NNX model; Flax
-``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch ``nn.LSTM`` + ``nn.Linear`` +
+(``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.models.linen_layers.RecurrentLayer``) and NNX
+model; Flax ``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch ``nn.LSTM`` + ``nn.Linear`` +
 ``clip_grad_norm_`` + SGD when torch is installed, on CUDA (cuDNN) when torch sees a GPU, else on the CPU
 (``torch.set_num_threads`` = cores).
 

@@ -1,5 +1,5 @@
 """A sweep's table and plot: ``python -m lstm_jax.commands.aggregate --sweep_dir runs/sweeps/hidden`` (writes
-RESULTS.md and plot.png there; ``lstm_jax.sweeps.aggregate``)."""
+RESULTS.md, curves.png and, for one swept value, plot.png there; ``lstm_jax.sweeps.aggregate``)."""
 
 import pathlib
 
@@ -15,7 +15,8 @@ def main(argv):
   from lstm_jax.sweeps import aggregate  # noqa: PLC0415  after flag parsing: a bad flag is answered fast
   print(aggregate.aggregate(_SWEEP_DIR.value))
   directory = pathlib.Path(_SWEEP_DIR.value)
-  print(f"Wrote {directory / 'RESULTS.md'} and {directory / 'plot.png'}")
+  written = [directory / name for name in ("RESULTS.md", "curves.png", "plot.png") if (directory / name).exists()]
+  print("Wrote " + ", ".join(str(path) for path in written))
 
 
 def run():

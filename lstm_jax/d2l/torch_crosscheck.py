@@ -2,15 +2,16 @@
 
 ``python -m lstm_jax.commands.crosscheck --experiment=d2l_jaychou.py:model=gru,impl=scratch --num_seeds=3``
 
-The model is the book's scratch code (``lstm_jax/d2l/book_tables.md`` section 3.1-3.4) written again in PyTorch float32, sharing
-nothing with ``lstm_jax.models.scratch`` but the data: every epoch's minibatches come from ``pipeline.epoch_batches``, so the
-data order is our runs'. Parameters are the book's ``get_params`` order, per gate ``W_x* [V, H]``, ``W_h* [H, H]``
-~ N(0, 0.01) (``torch.randn * 0.01`` after ``torch.manual_seed(seed)``) and ``b_* [H]`` = 0, then ``W_hq [H, V]``,
-``b_q [V]`` = 0. Inputs are one-hot; ``one_hot(x) @ W_x`` is computed as the row gather ``W_x[x]`` (the same
-numbers). The state is zeroed at each epoch's start and carried, detached, between minibatches when
-``pipeline.carries_state`` (else zeroed before every minibatch); the loss is the mean cross-entropy over batch*time;
-gradients are clipped on their global norm and applied by plain SGD ``p -= lr * g``. The perplexity is exp of the
-token-weighted mean loss over each epoch, as the book prints it. Needs ``torch`` (not a dependency of the package).
+The model is the book's scratch code (``lstm_jax/d2l/book_tables.md`` section 3.1-3.4) written again in PyTorch
+float32, sharing nothing with ``lstm_jax.models.scratch`` but the data: every epoch's minibatches come from
+``pipeline.epoch_batches``, so the data order is our runs'. Parameters are the book's ``get_params`` order, per gate
+``W_x* [V, H]``, ``W_h* [H, H]`` ~ N(0, 0.01) (``torch.randn * 0.01`` after ``torch.manual_seed(seed)``) and
+``b_* [H]`` = 0, then ``W_hq [H, V]``, ``b_q [V]`` = 0. Inputs are one-hot; ``one_hot(x) @ W_x`` is computed as the row
+gather ``W_x[x]`` (the same numbers). The state is zeroed at each epoch's start and carried, detached, between
+minibatches when ``pipeline.carries_state`` (else zeroed before every minibatch); the loss is the mean cross-entropy
+over batch*time; gradients are clipped on their global norm and applied by plain SGD ``p -= lr * g``. The perplexity
+is exp of the token-weighted mean loss over each epoch, as the book prints it. Needs ``torch`` (not a dependency of
+the package).
 """
 
 from __future__ import annotations

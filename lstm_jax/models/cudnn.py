@@ -1,10 +1,10 @@
 """The language model with its LSTM layers run by cuDNN (``model.implementation=cudnn``): the library anchor on GPU.
 
-Parameters, carry and head are exactly ``lstm_jax.models.scratch.LanguageModel``'s (so checkpoints, evaluation, generation
-and the converters are shared); only the recurrence differs: the layers' weights are packed into cuDNN's flat
-vector (``lstm_jax.interop.cudnn.to_cudnn``, differentiable) and all layers run in one
-``jax.experimental.rnn.lstm`` call on batch-major one-hot (or embedded) inputs ``[B, T, in]``.
-CUDA GPUs only: elsewhere the model refuses to build, naming the implementations that run there.
+Parameters, carry and head are exactly ``lstm_jax.models.scratch.LanguageModel``'s (so checkpoints, evaluation,
+generation and the converters are shared); only the recurrence differs: the layers' weights are packed into cuDNN's
+flat vector (``lstm_jax.interop.cudnn.to_cudnn``, differentiable) and all layers run in one
+``jax.experimental.rnn.lstm`` call on batch-major one-hot (or embedded) inputs ``[B, T, in]``. CUDA GPUs only:
+elsewhere the model refuses to build, naming the implementations that run there.
 """
 
 from __future__ import annotations

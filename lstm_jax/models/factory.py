@@ -1,7 +1,8 @@
-"""The model a config names (``config.model.implementation``): our scratch ``LanguageModel`` (``lstm_jax.models.scratch``),
-the library model over Flax's cells (``lstm_jax.models.library``), the scratch cells as flax.nnx modules
-(``lstm_jax.models.nnx_model``) or cuDNN's LSTM (``lstm_jax.models.cudnn``). All share ``init(key)``, ``apply(params,
-tokens_BT, carry)`` and ``zero_carry(batch)``.
+"""The model a config names (``config.model.implementation``): our scratch ``LanguageModel``
+(``lstm_jax.models.scratch``), the library model over Flax's cells (``lstm_jax.models.library``), the scratch cells as
+flax.nnx modules (``lstm_jax.models.nnx_model``) or cuDNN's LSTM (``lstm_jax.models.cudnn``); each is a
+``lstm_jax.models.interface.LanguageModelLike``. The run passes where the model runs (``placement``); the
+regularizer options are refused in one line by every form but the scratch one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The language model in NNX form (``model.implementation=nnx``): the scratch ``LanguageModel`` built from
-``lstm_jax.models.nnx_layers.RecurrentLayer`` modules, with the same functional interface (``init``, ``apply``, ``zero_carry``,
-``dropout``), so the train loop, evaluator, generator and checkpoints use it unchanged.
+``lstm_jax.models.nnx_layers.RecurrentLayer`` modules, with the same functional interface (``init``, ``apply``,
+``zero_carry``, ``dropout``), so the train loop, evaluator, generator and checkpoints use it unchanged.
 
 ``Network`` is the NNX module: one-hot inputs (layer 0's projection a row gather of ``W_x``, as in the scratch
 model) or an ``nnx.Embed``, stacked time-major ``RecurrentLayer`` s, an ``nnx.Linear`` head, dropout between layers

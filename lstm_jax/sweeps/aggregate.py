@@ -1,5 +1,6 @@
-"""Turn a sweep's workdirs into a Markdown table and a PNG plot (perplexity against the swept value, one line per
-cell type):  ``python -m lstm_jax.commands.aggregate --sweep_dir runs/sweeps/hidden``  (writes RESULTS.md and plot.png there).
+"""Turn a sweep's workdirs into a Markdown table and a PNG plot (perplexity against the swept value, one line per cell
+type):  ``python -m lstm_jax.commands.aggregate --sweep_dir runs/sweeps/hidden``  (writes RESULTS.md and plot.png
+there).
 """
 
 from __future__ import annotations
@@ -46,14 +47,15 @@ def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[s
 
 
 def markdown_table(rows: list[dict[str, Any]], varying: list[str]) -> str:
-  columns = varying + ["train perplexity", "val perplexity", "wall time (s)"]
+  """One row per run: the varying config values, the final train and validation perplexity (and bits per
+  character when the runs logged them) and the wall time."""
+  metrics = ["train_perplexity", "val_perplexity"] + (["train_bpc", "val_bpc"] if _unit(rows) == "bpc" else [])
+  columns = varying + [m.replace("_", " ") for m in metrics] + ["wall time (s)"]
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for r in rows:
-    val = r.get("final.val_perplexity")
-    cells = [str(r.get(k)) for k in varying] + [f"{r['final.train_perplexity']:.3f}",
-                                                 f"{val:.3f}" if isinstance(val, float) else "-",
-                                                 f"{r.get('final.wall_time_sec', float('nan')):.1f}"]
-    lines.append("| " + " | ".join(cells) + " |")
+    values = [r.get(f"final.{m}") for m in metrics]
+    cells = [str(r.get(k)) for k in varying] + [f"{v:.3f}" if isinstance(v, float) else "-" for v in values]
+    lines.append("| " + " | ".join(cells + [f"{r.get('final.wall_time_sec', float('nan')):.1f}"]) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -143,8 +145,9 @@ def curves_plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Pa
   """Validation (bits per character, else perplexity) per epoch: one colour per configuration, one line per seed."""
   unit = _unit(rows)
   figure, axis = plots.figure(6.4, 4.4)
+  names = [k.split(".")[-1] for k in varying if k != "seed"]
   for index, (group, runs) in enumerate(seed_groups(rows, varying).items()):
-    label = ", ".join(group) or "runs"
+    label = ", ".join(f"{name}={value}" for name, value in zip(names, group)) or "runs"
     for r in runs:
       epochs, values = curve(r["workdir"], f"val_{unit}")
       axis.plot(epochs, values, marker="o", color=f"C{index}", alpha=0.8, label=label)
@@ -157,14 +160,16 @@ def curves_plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Pa
 
 
 def aggregate(sweep_dir) -> str:
-  """Writes ``RESULTS.md`` and ``plot.png`` into ``sweep_dir`` (with several seeds per configuration also the
-  mean and spread over seeds, and ``curves.png``: the validation curves); returns the tables."""
+  """Writes ``RESULTS.md`` and ``curves.png`` (the validation curves) into ``sweep_dir``, with several seeds per
+  configuration also the mean and spread over seeds, and ``plot.png`` (the final metric against the swept value)
+  when one value is swept; returns the tables."""
   sweep_dir = pathlib.Path(sweep_dir)
   rows, varying = collect(sweep_dir)
   table = markdown_table(rows, varying)
   if "seed" in varying:
     table = seed_table(rows, varying) + "\n" + table
-    curves_plot(rows, varying, sweep_dir / "curves.png")
+  curves_plot(rows, varying, sweep_dir / "curves.png")
   (sweep_dir / "RESULTS.md").write_text(table)
-  plot(rows, varying, sweep_dir / "plot.png")
+  if len(set(varying) - {"model.cell", "seed"}) <= 1:  # one swept value: the final metric against it
+    plot(rows, varying, sweep_dir / "plot.png")
   return table
