@@ -55,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.weight_drop = 0.0            # DropConnect on each layer's W_h, one mask per minibatch (every recurrence)
   c.model.locked_dropout = 0.0         # one mask per sequence on each layer's inputs (embedded) and the top outputs
   c.model.embedding_dropout = 0.0      # whole rows of the embedding dropped per minibatch (needs embed_dim)
-  c.model.recurrent_dropout = 0.0      # a mask per sequence on h inside the step (recurrence=scan; lstm, rnn cells)
+  c.model.recurrent_dropout = 0.0      # a mask per sequence on h inside the step (scan, fused_vjp; lstm, rnn cells)
   c.model.tie_weights = False          # output layer = embedding transposed (needs embed_dim; projects H -> E first)
   c.model.ar = 0.0                     # loss + ar * mean(top outputs after dropout ^ 2) (activation regularization)
   c.model.tar = 0.0                    # loss + tar * mean((h_t - h_{t-1}) ^ 2), top outputs before dropout (temporal)

@@ -1,7 +1,8 @@
 """The regularizers (lstm_jax.models.regularizers) in the scratch model: masks constant over time where they must
 be and fresh per minibatch, none without a key (evaluation, generation), DropConnect's gradients by central
 differences, the same masks whatever the recurrence, tied weights, AR / TAR, the variational recurrent dropout
-against a NumPy step-by-step LSTM, and one-line refusals where an option cannot be honoured."""
+against a NumPy step-by-step LSTM (the fused backward's against scan and central differences), and one-line
+refusals where an option cannot be honoured."""
 
 import dataclasses
 
@@ -212,16 +213,40 @@ def test_recurrent_dropout_matches_a_numpy_lstm_with_the_mask_on_h_in_the_matmul
   np.testing.assert_allclose(carry[0].c, want_c, **TOL)
 
 
-def test_auto_takes_scan_with_recurrent_dropout():
-  assert _model(recurrent_dropout=0.2, recurrence="auto").recurrence_for(B, T) == "scan"
-  assert _model(recurrent_dropout=0.2, recurrence="auto").candidates() == ("scan",)
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_recurrent_dropout_under_fused_vjp_equals_scan_in_values_and_gradients(cell):
+  results = {}
+  for recurrence in ("scan", "fused_vjp"):
+    model = _model(cell=cell, recurrence=recurrence, recurrent_dropout=0.4)
+    params = model.init(jax.random.key(0))
+    loss = _weight_drop_loss(model, jax.random.key(9))
+    results[recurrence] = (loss(params), jax.grad(loss)(params))
+  unmasked = _model(cell=cell, recurrence="fused_vjp")
+  assert not np.allclose(results["fused_vjp"][0], _weight_drop_loss(unmasked, jax.random.key(9))(params))
+  np.testing.assert_allclose(results["fused_vjp"][0], results["scan"][0], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), results["fused_vjp"][1],
+               results["scan"][1])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_recurrent_dropout_gradients_of_the_fused_backward_by_central_differences_in_float64(cell):
+  with jax.enable_x64(True):
+    model = _model(cell=cell, recurrent_dropout=0.5, num_layers=1, recurrence="fused_vjp")
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), model.init(jax.random.key(0)))
+    test_util.check_grads(_weight_drop_loss(model, jax.random.key(5)), (params,), order=1, modes=["rev"],
+                          atol=1e-6, rtol=1e-6)
+
+
+def test_auto_takes_the_fused_backward_with_recurrent_dropout_and_never_the_kernel():
+  assert _model(recurrent_dropout=0.2, recurrence="auto").recurrence_for(B, T) == "fused_vjp"
+  assert _model(recurrent_dropout=0.2, recurrence="auto").candidates() == ("fused_vjp", "scan")
+  assert _model(recurrent_dropout=0.2, recurrence="auto", cell="lstm_peephole").candidates() == ("scan",)
 
 
 # --- refusals -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings, words", [
-    (dict(recurrent_dropout=0.2, recurrence="fused_vjp"), "recurrence=scan"),
-    (dict(recurrent_dropout=0.2, recurrence="pallas"), "recurrence=scan"),
+    (dict(recurrent_dropout=0.2, recurrence="pallas"), "recurrence=fused_vjp"),
     (dict(recurrent_dropout=0.2, cell="gru"), "weight_drop"),
     (dict(embedding_dropout=0.1, embed_dim=None), "embed_dim"),
     (dict(tie_weights=True, embed_dim=None), "embed_dim"),

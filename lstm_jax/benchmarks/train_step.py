@@ -18,9 +18,9 @@ Workloads (vocabulary 28):
 Implementations (``IMPLEMENTATIONS``; ``DEFAULT_IMPLEMENTATIONS`` per backend, ``--implementations`` to choose): the
 scratch model (``lstm_jax.models.scratch``) with ``recurrence`` "scan" (autodiff through ``lax.scan``), "fused_vjp"
 (hand-written backward, ``lstm_jax.cells.lstm_fused_vjp``) and "pallas" (``lstm_jax.kernels``; interpret mode on a
-CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``) and with weight drop and locked dropout
-(``*_regularized``: the masks' cost beside the same recurrence); cuDNN through ``jax.experimental.rnn``
-(``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.models.linen_layers.RecurrentLayer``) and NNX
+CPU), each also with ``matmul_dtype=bfloat16`` (``*_bf16``), with weight drop and locked dropout
+(``*_regularized``) and, scan and fused_vjp, with recurrent dropout (``*_recurrent_dropout``): the masks' cost beside
+the same recurrence; cuDNN through ``jax.experimental.rnn`` (``implementation=cudnn``, CUDA only); our linen module (``lstm_jax.models.linen_layers.RecurrentLayer``) and NNX
 model; Flax ``LSTMCell`` and ``OptimizedLSTMCell`` under ``nn.RNN``; PyTorch ``nn.LSTM`` + ``nn.Linear`` +
 ``clip_grad_norm_`` + SGD when torch is installed, on CUDA (cuDNN) when torch sees a GPU, else on the CPU
 (``torch.set_num_threads`` = cores).
@@ -81,12 +81,14 @@ def _model_train_runner(name: str, model, workload: Workload) -> Runner:
 # The regularized rows' options (``*_regularized``): AWD-LSTM's weight drop and locked dropout (the workloads'
 # inputs are one-hot, so no embedding dropout), masks drawn every step.
 REGULARIZED = {"weight_drop": 0.25, "locked_dropout": 0.1}
+# The ``*_recurrent_dropout`` rows' option: Gal's mask on h inside the step (scan and fused_vjp have it).
+RECURRENT_DROPOUT = {"recurrent_dropout": 0.25}
 
 
 def scratch_train_runner(workload: Workload, recurrence: str, matmul_dtype: str = "float32",
-                         regularized: bool = False) -> Runner:
-  """Our scratch model with the given recurrence and matmul operand dtype (``regularized``: with ``REGULARIZED``)."""
-  options = REGULARIZED if regularized else {}
+                         options: dict | None = None) -> Runner:
+  """Our scratch model with the given recurrence, matmul operand dtype and regularizer ``options``."""
+  options = options or {}
   model = model_lib.LanguageModel(vocab_size=VOCAB, hidden_size=workload.hidden, num_layers=workload.num_layers,
                                   init_scheme="pytorch", recurrence=recurrence, matmul_dtype=matmul_dtype,
                                   **options)
@@ -267,8 +269,10 @@ IMPLEMENTATIONS: dict[str, Callable[[Workload], Runner | None]] = {
     "fused_vjp_bf16": lambda w: scratch_train_runner(w, "fused_vjp", "bfloat16"),
     "pallas": lambda w: scratch_train_runner(w, "pallas"),
     "pallas_bf16": lambda w: scratch_train_runner(w, "pallas", "bfloat16"),
-    "fused_vjp_regularized": lambda w: scratch_train_runner(w, "fused_vjp", regularized=True),
-    "pallas_regularized": lambda w: scratch_train_runner(w, "pallas", regularized=True),
+    "fused_vjp_regularized": lambda w: scratch_train_runner(w, "fused_vjp", options=REGULARIZED),
+    "pallas_regularized": lambda w: scratch_train_runner(w, "pallas", options=REGULARIZED),
+    "fused_vjp_recurrent_dropout": lambda w: scratch_train_runner(w, "fused_vjp", options=RECURRENT_DROPOUT),
+    "scan_recurrent_dropout": lambda w: scratch_train_runner(w, "scan", options=RECURRENT_DROPOUT),
     "cudnn": cudnn_train_runner,
     "linen": lambda w: linen_train_runner(w),
     "nnx": lambda w: nnx_train_runner(w),

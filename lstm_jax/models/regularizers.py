@@ -13,7 +13,8 @@ when its rate is 0 or no key is given (evaluation and generation pass none) and 
 - ``embedding_rows``: whole rows of the embedding dropped (``model.embedding_dropout``: a dropped token type is
   zero wherever it occurs in the minibatch).
 - ``variational_recurrence``: a mask per sequence on ``h`` where it enters the recurrent matmul
-  (``model.recurrent_dropout``), a scan around any cell whose state ``h`` is read only by that matmul.
+  (``model.recurrent_dropout``): the fused recurrences take the mask themselves; for the others, a scan around any
+  cell whose state ``h`` is read only by that matmul.
 - ``activation_penalty``: AR and TAR (Merity et al., 2017) on the top layer's outputs.
 """
 
@@ -147,9 +148,8 @@ def problems(settings: dict[str, Any], implementation: str = "scratch") -> list[
     if cell not in RECURRENT_DROPOUT_CELLS:
       found.append(f"--config.model.recurrent_dropout runs for cells {list(RECURRENT_DROPOUT_CELLS)}, not {cell!r} "
                    f"(a GRU also interpolates with h); use --config.model.weight_drop instead.")
-    if recurrence not in ("auto", "scan"):
-      found.append(f"--config.model.recurrent_dropout runs with recurrence=scan (a mask per sequence inside the "
-                   f"step; the fused backward and the kernels have none), not {recurrence}; set "
-                   f"--config.model.recurrence=scan (or auto), or use --config.model.weight_drop, which every "
-                   f"recurrence runs.")
+    if recurrence not in ("auto", "scan", "fused_vjp"):
+      found.append(f"--config.model.recurrent_dropout runs with recurrence=scan or fused_vjp (a mask per sequence "
+                   f"inside the step; the kernels have none), not {recurrence}; set --config.model.recurrence="
+                   f"fused_vjp (or auto), or use --config.model.weight_drop, which every recurrence runs.")
   return found

@@ -72,7 +72,7 @@ class LanguageModel:
   locked_dropout: float = 0.0   # one mask per sequence, the same at every step: on each layer's inputs (the
                                 # first layer's with embed_dim) and the top layer's outputs (training only)
   embedding_dropout: float = 0.0  # whole rows of the embedding dropped per minibatch (needs embed_dim)
-  recurrent_dropout: float = 0.0  # a mask per sequence on h where it enters h @ W_h (recurrence scan; lstm, rnn)
+  recurrent_dropout: float = 0.0  # a mask per sequence on h where it enters h @ W_h (scan, fused_vjp; lstm, rnn)
   tie_weights: bool = False     # output layer = the embedding transposed (needs embed_dim; a [H, E] projection
                                 # before it when hidden_size != embed_dim)
   ar: float = 0.0               # training loss + ar * mean(top layer's outputs after dropout ^ 2)
@@ -115,8 +115,8 @@ class LanguageModel:
                          f"use --config.model.recurrence=scan (or auto).")
     if self.recurrence != "auto":
       return self.recurrence
-    if self.recurrent_dropout > 0.0:
-      return "scan"  # the one recurrence with the variational mask inside the step
+    if self.recurrent_dropout > 0.0:  # the recurrences with the variational mask inside the step
+      return "fused_vjp" if self.cell in FUSED_VJP else "scan"
     found = self.estimates(batch, steps)
     if found:
       from lstm_jax.estimates import step_time  # noqa: PLC0415
@@ -129,7 +129,7 @@ class LanguageModel:
     names = ("pallas",) if self.cell in PALLAS and self.platform in ("gpu", "tpu") and self.kernel_limit is None \
         else ()
     if self.recurrent_dropout > 0.0:
-      return ("scan",)
+      return (("fused_vjp",) if self.cell in FUSED_VJP else ()) + ("scan",)
     return names + (("fused_vjp",) if self.cell in FUSED_VJP else ()) + ("scan",)
 
   def estimates(self, batch: int, steps: int) -> dict:
@@ -298,7 +298,9 @@ class LanguageModel:
         layer_recurrence = functools.partial(_padded, family.recurrence, seq_lengths)
       mask_BH = regularizers.recurrent_mask(self.recurrent_dropout, dropout_rng, index, tokens_TB.shape[1],
                                             self.hidden_size)
-      if mask_BH is not None:
+      if mask_BH is not None and chosen == "fused_vjp" and seq_lengths is None:
+        layer_recurrence = functools.partial(layer_recurrence, h_mask_BH=mask_BH)
+      elif mask_BH is not None:
         layer_recurrence = regularizers.variational_recurrence(layer_recurrence, mask_BH)
       layer_carry, hs_TBH = layer_recurrence(layer_params, xproj, layer_carry, unroll=self.unroll)
       new_carry.append(layer_carry)
