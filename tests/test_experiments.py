@@ -12,7 +12,7 @@ import pathlib
 import jax
 import pytest
 
-from lstm_jax.data import pipeline
+from lstm_jax.data import corpora, pipeline
 from lstm_jax.models import factory as models
 from lstm_jax.sweeps import launch as sweep_lib
 
@@ -100,3 +100,13 @@ def test_d2l_0x_random_row_is_the_books_sequential_data_with_a_zero_state_per_mi
   assert pipeline.carries_state(module.get_config("model=rnn,impl=scratch").data)
   with pytest.raises(ValueError, match="random_iter"):
     module.get_config("model=rnn,impl=scratch,sampling=shuffled")
+
+
+def test_tinyshakespeare_decays_its_learning_rate_over_exactly_its_epochs(real_data_dir):
+  """The cosine schedule's length is written in steps: it must be the epoch's minibatches times the epochs."""
+  module = _load(EXPERIMENTS / "tinyshakespeare.py")
+  config = module.get_config("variant=regularized,epochs=2")
+  config.data.data_dir = real_data_dir
+  corpus = corpora.load(config.data)
+  assert len(pipeline.epoch_batches(config, corpus, epoch=1)) == module.STEPS_PER_EPOCH
+  assert config.optimizer.decay_steps == module.STEPS_PER_EPOCH * config.train.num_epochs == 2 * 627
