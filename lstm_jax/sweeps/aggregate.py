@@ -95,14 +95,14 @@ def plot(rows: list[dict[str, Any]], varying: list[str], path: pathlib.Path) -> 
   plots.save(figure, path)
 
 
-def _mean_std(values: list[float]) -> str:
-  """``mean +- sample std`` (3 decimals; the std only with two or more values)."""
+def _mean_std(values: list[float], digits: int = 3) -> str:
+  """``mean +- sample std`` with ``digits`` decimals (thousands separated; the std only with two or more values)."""
   values = [float(v) for v in values if isinstance(v, (int, float))]
   if not values:
     return "-"
   if len(values) == 1:
-    return f"{values[0]:.3f}"
-  return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+    return f"{values[0]:,.{digits}f}"
+  return f"{statistics.mean(values):,.{digits}f} +- {statistics.stdev(values):,.{digits}f}"
 
 
 def _unit(rows: list[dict[str, Any]]) -> str:
@@ -129,8 +129,8 @@ def seed_table(rows: list[dict[str, Any]], varying: list[str]) -> str:
     best = [min(curve(r["workdir"], f"val_{unit}")[1], default=float("nan")) for r in runs]
     cells = list(group) + [str(len(runs)), _mean_std([r.get(f"final.train_{unit}") for r in runs]),
                            _mean_std([r.get(f"final.val_{unit}") for r in runs]), _mean_std(best),
-                           _mean_std([r.get("final.wall_time_sec") for r in runs]),
-                           _mean_std([r.get("final.tokens_per_sec") for r in runs]).replace(".000", "")]
+                           _mean_std([r.get("final.wall_time_sec") for r in runs], digits=0),
+                           _mean_std([r.get("final.tokens_per_sec") for r in runs], digits=0)]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
