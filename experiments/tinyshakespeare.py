@@ -1,8 +1,8 @@
 """A character model of tiny shakespeare (Karpathy's char-rnn corpus: 1,115,394 characters, 65 symbols; the last
 10% held out), in two variants that differ only in regularization, sized to train on one core of a 2-core CPU in
-about 35 minutes per run: one LSTM layer of 512 units over a 128-wide embedding, batch 32 x 50 steps of
+about 70 minutes per run: one LSTM layer of 512 units over a 128-wide embedding, batch 32 x 50 steps of
 consecutive text with the state carried (char-rnn's shape: many small updates), Adam lr 0.003 with a 50-step
-warmup and a cosine decay to 0.0003, global-norm clipping at 5, 4 epochs, validation bits per character every epoch.
+warmup and a cosine decay to 0.0003, global-norm clipping at 5, 10 epochs, validation bits per character every epoch.
 
 - ``variant=plain``: no regularization (one layer: no dropout between layers either).
 - ``variant=regularized``: AWD-LSTM's dropouts at the recurrence's full speed: DropConnect on ``W_h``
@@ -21,7 +21,7 @@ STEPS_PER_EPOCH = 627  # 1,003,854 training characters in 32 x 50 minibatches
 
 
 def get_config(arg=None):
-  variant = config_lib.parse_arg(arg, variant="plain", epochs="4")
+  variant = config_lib.parse_arg(arg, variant="plain", epochs="10")
   if variant.variant not in ("plain", "regularized"):
     raise ValueError(f"Unknown variant {variant.variant!r}; write variant=plain or variant=regularized.")
   config = config_lib.default_config()

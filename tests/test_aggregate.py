@@ -61,3 +61,14 @@ def test_one_seed_per_configuration_gives_the_run_table_and_the_curves(sweep):
 
 def test_the_curve_reads_the_epoch_records_only(sweep):
   assert aggregate.curve(sweep / "reg_s0", "val_bpc") == ([1, 2, 3], [2.6, 2.2, 2.1])
+
+
+def test_the_wall_time_of_a_resumed_run_counts_every_session(tmp_path):
+  _run(tmp_path, "plain_s0", 0, 0.0, [2.4, 2.3, 2.2], wall=16.0)
+  metrics = tmp_path / "plain_s0" / workdir_lib.METRICS_FILE
+  records = [json.loads(line) for line in metrics.read_text().splitlines()]
+  for record, elapsed in zip(records, (10.0, 20.0, 5.0)):  # killed after epoch 2, resumed from it
+    record["elapsed_sec"] = elapsed
+  metrics.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+  rows, _ = aggregate.collect(tmp_path)
+  assert rows[0]["final.wall_time_sec"] == pytest.approx(20.0 + 16.0)

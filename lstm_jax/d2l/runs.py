@@ -34,20 +34,8 @@ def read_run(workdir: pathlib.Path) -> dict[str, Any] | None:
     return None
   epochs = {int(r["epoch"]): r for r in records if "epoch" in r and not r.get("final")}
   written = (workdir_lib.path(workdir) / workdir_lib.METRICS_FILE).stat().mtime
-  return {"epochs": epochs, "final": final[-1], "wall_time_sec": _wall_time(records),
+  return {"epochs": epochs, "final": final[-1], "wall_time_sec": workdir_lib.training_time(records),
           "date": datetime.datetime.fromtimestamp(written, datetime.timezone.utc).date().isoformat()}
-
-
-def _wall_time(records: list[dict[str, Any]]) -> float:
-  """Training time over every session of a finished run: a resumed run's clock restarts (``elapsed_sec`` drops),
-  so each earlier session adds its last logged time to the final record's ``wall_time_sec``."""
-  earlier, previous = 0.0, 0.0
-  for record in records:
-    elapsed = record.get("elapsed_sec", previous)
-    if not record.get("final") and elapsed < previous:
-      earlier += previous
-    previous = elapsed
-  return earlier + [r for r in records if r.get("final")][-1]["wall_time_sec"]
 
 
 def check_runs_match(rows: list[Row], seeds: int, runs_dir: pathlib.Path) -> None:

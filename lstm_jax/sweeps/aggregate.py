@@ -29,7 +29,8 @@ def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[s
   rows = []
   for workdir in sorted(p for p in pathlib.Path(sweep_dir).iterdir() if (p / "metrics.jsonl").exists()):
     try:
-      final = [r for r in workdir_lib.read_metrics(workdir) if r.get("final")]
+      records = workdir_lib.read_metrics(workdir)
+      final = [r for r in records if r.get("final")]
       config = _flatten(workdir_lib.read_config(workdir) or {}) if final else {}
     except (workdir_lib.MetricsLogError, ValueError, KeyError) as e:  # KeyError: a config.json without "config"
       print(f"warning: skipping {workdir.name}: {e}", flush=True)
@@ -37,7 +38,8 @@ def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[s
     if not final:
       continue
     rows.append({"run": workdir.name, "workdir": workdir, **config,
-                 **{f"final.{k}": v for k, v in final[-1].items()}})
+                 **{f"final.{k}": v for k, v in final[-1].items()},
+                 "final.wall_time_sec": workdir_lib.training_time(records)})  # every session of a resumed run
   if not rows:
     raise ValueError(f"No finished runs under {sweep_dir}; run the sweep first.")
   config_keys = [k for k in rows[0] if not k.startswith("final.") and k not in ("run", "workdir", "data.data_dir")]
