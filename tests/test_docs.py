@@ -1,5 +1,6 @@
-"""The front door and the docs: README.md stays short, every relative link and ``#anchor`` in README.md and docs/
-resolves, and the estimate table in docs/accelerators.md is the one ``benchmark --estimates`` prints today."""
+"""The front door and the docs: README.md stays short, every relative link and ``#anchor`` in README.md, docs/ and
+the reports' READMEs resolves, and the estimate table in docs/accelerators.md is the one ``benchmark --estimates``
+prints today."""
 
 import pathlib
 import re
@@ -10,6 +11,7 @@ from lstm_jax.benchmarks import compile_matrix
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINKED_PAGES = PAGES + sorted((ROOT / "reports").glob("*/README.md"))  # the reports' links are checked too
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -26,7 +28,7 @@ def test_the_readme_is_a_short_front_door():
   assert headings[:2] == ["## Two commands", "## Layout"], headings  # the commands and the map come first
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=[str(page.relative_to(ROOT)) for page in LINKED_PAGES])
 def test_every_relative_link_and_anchor_resolves(page):
   for target in _LINK.findall(page.read_text()):
     if re.match(r"^[a-z]+://", target):
