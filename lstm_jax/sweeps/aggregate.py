@@ -1,6 +1,7 @@
-"""Turn a sweep's workdirs into a Markdown table and a PNG plot (perplexity against the swept value, one line per cell
-type):  ``python -m lstm_jax.commands.aggregate --sweep_dir runs/sweeps/hidden``  (writes RESULTS.md and plot.png
-there).
+"""Turn a sweep's workdirs into Markdown tables and PNG plots:  ``python -m lstm_jax.commands.aggregate --sweep_dir
+runs/sweeps/hidden``  writes there RESULTS.md (one row per run; with several seeds also their mean and spread),
+curves.png (validation per epoch) and, when one value is swept, plot.png (the final metric against it, one line per
+cell type).
 """
 
 from __future__ import annotations
