@@ -38,9 +38,10 @@ def collect(sweep_dir: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[s
       continue
     if not final:
       continue
-    rows.append({"run": workdir.name, "workdir": workdir, **config,
-                 **{f"final.{k}": v for k, v in final[-1].items()},
-                 "final.wall_time_sec": workdir_lib.training_time(records)})  # every session of a resumed run
+    row = {"run": workdir.name, "workdir": workdir, **config, **{f"final.{k}": v for k, v in final[-1].items()}}
+    if (wall_time := workdir_lib.training_time(records)) is not None:
+      row["final.wall_time_sec"] = wall_time  # every session of a resumed run
+    rows.append(row)
   if not rows:
     raise ValueError(f"No finished runs under {sweep_dir}; run the sweep first.")
   config_keys = [k for k in rows[0] if not k.startswith("final.") and k not in ("run", "workdir", "data.data_dir")]

@@ -159,17 +159,18 @@ def final_record(workdir: PathLike) -> dict[str, Any] | None:
   return finals[-1] if finals else None
 
 
-def training_time(records: list[dict[str, Any]]) -> float:
+def training_time(records: list[dict[str, Any]]) -> float | None:
   """Seconds of training over every session of a finished run's ``records``: a resumed run's clock restarts
   (``elapsed_sec`` drops), so each earlier session adds its last logged time to the final record's
-  ``wall_time_sec``."""
+  ``wall_time_sec``. None where the final record has no ``wall_time_sec`` (a log written by other code)."""
   earlier, previous = 0.0, 0.0
   for record in records:
     elapsed = record.get("elapsed_sec", previous)
     if not record.get("final") and elapsed < previous:
       earlier += previous
     previous = elapsed
-  return earlier + [r for r in records if r.get("final")][-1]["wall_time_sec"]
+  wall_time = [r for r in records if r.get("final")][-1].get("wall_time_sec")
+  return None if wall_time is None else earlier + wall_time
 
 
 def is_finished(workdir: PathLike) -> bool:
