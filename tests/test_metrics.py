@@ -78,6 +78,17 @@ def test_progress_eta_counts_this_sessions_units_only():
   assert progress.duration(75) == "1m15s" and progress.duration(3725) == "1h02m"
 
 
+def test_progress_eta_of_a_run_resumed_mid_epoch_counts_only_the_batches_run_here():
+  now = [0.0]
+  tracker = progress.Progress(total=10, done=2, clock=lambda: now[0])
+  tracker.resumed_within(0.75)  # resumed three quarters into epoch 3
+  now[0] = 10.0  # a tenth of an epoch in 10 s: 100 s an epoch, 7.15 epochs left
+  assert tracker.eta(fraction_of_next=0.85) == pytest.approx(715.0)
+  now[0] = 25.0
+  tracker.advance()  # epoch 3 done (0.25 epochs in 25 s), 7 left
+  assert tracker.eta() == pytest.approx(700.0)
+
+
 def test_batch_ticker_speaks_at_most_every_interval(capsys):
   now = [0.0]
   tracker = progress.Progress(total=3, clock=lambda: now[0])

@@ -376,6 +376,8 @@ def train_epoch(run: Run, saved: SavedState, epoch: int, stop: StopRequest) -> t
     saved.nll_sum, saved.tokens = jnp.zeros(()), 0
     if run.carry_state:
       saved.state = saved.state._replace(carry=run.zero_carry())
+  elif run.progress is not None:
+    run.progress.resumed_within(saved.batch / len(batches))
   every_steps = run.config.train.checkpoint_every_steps
   step_losses, step_tokens, first_step = [], [], int(saved.state.step) + 1
   for index in range(saved.batch, len(batches)):

@@ -29,6 +29,11 @@ class Progress:
   def advance(self, units: int = 1) -> None:
     self.done += units
 
+  def resumed_within(self, fraction: float) -> None:
+    """This session starts ``fraction`` of the way into the next unit (a run resumed mid-epoch): that part was done
+    before, so the ETA's rate does not count it."""
+    self.first = self.done + fraction
+
   def elapsed(self) -> float:
     return self.clock() - self.start
 
